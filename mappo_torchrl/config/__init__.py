@@ -1,0 +1,37 @@
+"""Run configuration: one dataclass per concern, with YAML/JSON I/O and overrides."""
+
+from mappo_torchrl.config.io import (
+    apply_overrides,
+    field_docs,
+    from_dict,
+    iter_options,
+    load_config,
+    save_config,
+    to_dict,
+)
+from mappo_torchrl.config.schema import (
+    CollectorConfig,
+    ConfigError,
+    EnvConfig,
+    LossConfig,
+    ModelConfig,
+    OptimConfig,
+    RunConfig,
+)
+
+__all__ = [
+    "CollectorConfig",
+    "ConfigError",
+    "EnvConfig",
+    "LossConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "RunConfig",
+    "apply_overrides",
+    "field_docs",
+    "from_dict",
+    "iter_options",
+    "load_config",
+    "save_config",
+    "to_dict",
+]

@@ -1,0 +1,169 @@
+"""Read, write and override :class:`RunConfig` objects.
+
+A config is a tree of dataclasses. It round-trips through plain dicts, so it
+can be stored as YAML or JSON next to a run, and any leaf can be set from the
+command line with a dotted name (``optim.actor_lr=1e-3``).
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import json
+import textwrap
+import typing
+from collections.abc import Iterator, Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mappo_torchrl.config.schema import ConfigError, RunConfig
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """The config as nested plain dicts (ready for YAML or JSON)."""
+    return dataclasses.asdict(config)
+
+
+def from_dict(data: Mapping[str, Any], cls: type = RunConfig, prefix: str = "") -> Any:
+    """Build ``cls`` from nested dicts; unknown keys raise :class:`ConfigError`."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(prefix.rstrip(".") or "config", data, "must be a mapping")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            raise ConfigError(f"{prefix}{key}", value,
+                              "unknown option; allowed: " + ", ".join(fields))
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = from_dict(value, hint, prefix=f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(f"{prefix}{key}", value, hint)
+    return cls(**kwargs)
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Load a :class:`RunConfig` from a ``.yaml``/``.yml`` or ``.json`` file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("config", str(path), "no such file")
+    text = path.read_text()
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        first_line = str(err).splitlines()[0]
+        raise ConfigError("config", str(path), f"not valid YAML/JSON ({first_line})") from None
+    return from_dict(data or {})
+
+
+def save_config(config: RunConfig, path: str | Path) -> None:
+    """Write the config as YAML (or JSON when ``path`` ends in ``.json``)."""
+    path = Path(path)
+    data = to_dict(config)
+    if path.suffix == ".json":
+        path.write_text(json.dumps(data, indent=2) + "\n")
+    else:
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def apply_overrides(config: RunConfig, overrides: Mapping[str, Any]) -> RunConfig:
+    """Return a copy of ``config`` with dotted-name overrides applied.
+
+    Values may be typed already or strings (parsed as YAML scalars, so
+    ``"1e-3"``, ``"true"`` and ``'{"n_agents": 4}'`` all work).
+
+    Example:
+        >>> cfg = apply_overrides(RunConfig(), {"optim.actor_lr": "1e-3"})
+        >>> cfg.optim.actor_lr
+        0.001
+    """
+    data = to_dict(config)
+    hints = {name: hint for name, hint, _ in iter_options()}
+    for name, value in overrides.items():
+        if name not in hints:
+            raise ConfigError(name, value, "unknown option (see mappo train --help)")
+        node = data
+        *parents, leaf = name.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = _parse_text(value, hints[name]) if isinstance(value, str) else value
+    return from_dict(data)
+
+
+def iter_options(cls: type = RunConfig, prefix: str = "") -> Iterator[tuple[str, Any, str]]:
+    """Yield ``(dotted_name, type_hint, docstring)`` for every leaf option."""
+    hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            yield from iter_options(hint, prefix=f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", hint, docs.get(f.name, "")
+
+
+@cache
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring written under each field of a dataclass, by field name."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body
+    docs = {}
+    for node, following in zip(body, body[1:]):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+            and isinstance(following.value.value, str)
+        ):
+            docs[node.target.id] = " ".join(following.value.value.split())
+    return docs
+
+
+def _parse_text(text: str, hint: Any) -> Any:
+    """Read a command-line string as a value for a field of type ``hint``."""
+    if hint is str:
+        return text
+    # YAML 1.1 reads "1e-3" as a string, so numbers are tried first.
+    for number in (int, float):
+        try:
+            return number(text)
+        except ValueError:
+            pass
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _coerce(option: str, value: Any, hint: Any) -> Any:
+    """Check ``value`` against a field's type, converting int to float where exact."""
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(option, value, "must be true or false")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(option, value, "must be an integer")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(option, value, "must be a number")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(option, value, "must be a string")
+    origin = typing.get_origin(hint)
+    if origin is dict:
+        if isinstance(value, Mapping):
+            return dict(value)
+        raise ConfigError(option, value, 'must be a mapping, e.g. {"n_agents": 4}')
+    return value

@@ -1,0 +1,249 @@
+"""One small dataclass per concern, composed into :class:`RunConfig`.
+
+Every field carries a docstring right below it; :func:`field_docs` reads those
+docstrings so that ``mappo train --help`` and the Sphinx reference show the
+same text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config value is not allowed.
+
+    The message is one line that names the option, the bad value and what is
+    allowed, e.g. ``collector.frames_per_batch=6001: must be a multiple of
+    env.num_envs (60)``.
+    """
+
+    def __init__(self, option: str, value: Any, allowed: str) -> None:
+        self.option = option
+        self.value = value
+        self.allowed = allowed
+        super().__init__(f"{option}={value!r}: {allowed}")
+
+
+def _check(ok: bool, option: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(option, value, allowed)
+
+
+def _choice(option: str, value: Any, choices: tuple[str, ...]) -> None:
+    _check(value in choices, option, value, "must be one of " + ", ".join(choices))
+
+
+@dataclass
+class EnvConfig:
+    """Which environment to train on."""
+
+    scenario: str = "navigation"
+    """VMAS scenario name, e.g. navigation, balance, sampling (``mappo scenarios`` lists all)."""
+    num_envs: int = 60
+    """Number of vectorised environments simulated in one batch."""
+    max_steps: int = 100
+    """Episode length limit."""
+    truncate_at_max_steps: bool = True
+    """Mark the episode-length limit as truncation, which GAE bootstraps (VMAS itself marks it
+    as termination, which it does not)."""
+    continuous_actions: bool = True
+    """Continuous (TanhNormal) actions if true, discrete (categorical) actions if false."""
+    scenario_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra keyword arguments for the scenario, e.g. ``{"n_agents": 4}``."""
+
+    def validate(self) -> None:
+        _check(isinstance(self.scenario, str) and bool(self.scenario), "env.scenario",
+               self.scenario, "must be a scenario name")
+        _check(self.num_envs > 0, "env.num_envs", self.num_envs, "must be a positive integer")
+        _check(self.max_steps > 0, "env.max_steps", self.max_steps, "must be a positive integer")
+        _check(isinstance(self.scenario_kwargs, dict), "env.scenario_kwargs",
+               self.scenario_kwargs, "must be a mapping of keyword arguments")
+
+
+ACTIVATIONS = ("tanh", "relu")
+CRITIC_INPUTS = ("observations", "state", "agent_state")
+
+
+@dataclass
+class ModelConfig:
+    """Actor and critic networks."""
+
+    actor_cells: int = 256
+    """Width of each hidden layer of the actor."""
+    actor_depth: int = 2
+    """Number of hidden layers of the actor."""
+    critic_cells: int = 256
+    """Width of each hidden layer of the critic."""
+    critic_depth: int = 2
+    """Number of hidden layers of the critic."""
+    activation: str = "tanh"
+    """Hidden activation: tanh or relu."""
+    share_params: bool = True
+    """One set of actor and critic parameters for all agents of a group (false: one per agent)."""
+    centralized_critic: bool = True
+    """MAPPO critic over all agents' inputs if true; IPPO critic over the agent's own input if false."""
+    critic_input: str = "observations"
+    """Centralised critic input: observations (all agents' observations), state (the env's
+    global ``state`` entry) or agent_state (the global state plus the agent's one-hot id)."""
+    feature_norm: bool = False
+    """LayerNorm on the network inputs (the original code's use_feature_normalization)."""
+    orthogonal_init: bool = False
+    """Orthogonal weight init with gains (hidden: activation gain, policy head 0.01, value head 1)."""
+
+    def validate(self) -> None:
+        for name in ("actor_cells", "actor_depth", "critic_cells", "critic_depth"):
+            value = getattr(self, name)
+            _check(value > 0, f"model.{name}", value, "must be a positive integer")
+        _choice("model.activation", self.activation, ACTIVATIONS)
+        _choice("model.critic_input", self.critic_input, CRITIC_INPUTS)
+
+
+CRITIC_LOSSES = ("smooth_l1", "huber", "l2", "l1")
+VALUE_NORMS = ("none", "popart", "running")
+
+
+@dataclass
+class LossConfig:
+    """PPO objective and advantage estimation."""
+
+    gamma: float = 0.99
+    """Discount factor."""
+    lmbda: float = 0.9
+    """GAE lambda."""
+    clip_epsilon: float = 0.2
+    """PPO ratio clip."""
+    entropy_coeff: float = 1e-4
+    """Weight of the entropy bonus (0 turns the entropy term off)."""
+    critic_coeff: float = 1.0
+    """Weight of the critic loss."""
+    critic_loss: str = "smooth_l1"
+    """Critic distance: smooth_l1 (Huber with delta 1), huber (delta below), l2 or l1."""
+    huber_delta: float = 10.0
+    """Delta of the huber critic loss (the MAPPO paper uses 10)."""
+    clip_value: bool = False
+    """PPO-style clipped value loss, with the radius clip_epsilon."""
+    normalize_advantage: bool = True
+    """Standardise advantages over the batch, separately for each agent."""
+    value_norm: str = "none"
+    """Value normalisation: none, popart (EMA, decay value_norm_beta) or running (exact)."""
+    value_norm_beta: float = 0.99999
+    """Decay of the popart value normaliser."""
+
+    def validate(self) -> None:
+        _check(0.0 <= self.gamma <= 1.0, "loss.gamma", self.gamma, "must be in [0, 1]")
+        _check(0.0 <= self.lmbda <= 1.0, "loss.lmbda", self.lmbda, "must be in [0, 1]")
+        _check(self.clip_epsilon > 0, "loss.clip_epsilon", self.clip_epsilon, "must be > 0")
+        _check(self.entropy_coeff >= 0, "loss.entropy_coeff", self.entropy_coeff,
+               "must be >= 0")
+        _check(self.critic_coeff > 0, "loss.critic_coeff", self.critic_coeff, "must be > 0")
+        _choice("loss.critic_loss", self.critic_loss, CRITIC_LOSSES)
+        _check(self.huber_delta > 0, "loss.huber_delta", self.huber_delta, "must be > 0")
+        _choice("loss.value_norm", self.value_norm, VALUE_NORMS)
+        _check(0.0 < self.value_norm_beta < 1.0, "loss.value_norm_beta", self.value_norm_beta,
+               "must be in (0, 1)")
+
+
+@dataclass
+class CollectorConfig:
+    """How much experience to gather."""
+
+    frames_per_batch: int = 6_000
+    """Environment steps (summed over the vectorised envs) collected per iteration."""
+    total_frames: int = 600_000
+    """Environment steps for the whole run."""
+
+    def validate(self, num_envs: int) -> None:
+        _check(self.frames_per_batch > 0, "collector.frames_per_batch", self.frames_per_batch,
+               "must be a positive integer")
+        _check(self.frames_per_batch % num_envs == 0, "collector.frames_per_batch",
+               self.frames_per_batch, f"must be a multiple of env.num_envs ({num_envs})")
+        _check(self.total_frames > 0, "collector.total_frames", self.total_frames,
+               "must be a positive integer")
+        _check(self.total_frames >= self.frames_per_batch, "collector.total_frames",
+               self.total_frames,
+               f"must be at least collector.frames_per_batch ({self.frames_per_batch})")
+
+
+@dataclass
+class OptimConfig:
+    """Epochs, minibatches and the optimisers."""
+
+    num_epochs: int = 4
+    """PPO epochs over each batch."""
+    minibatch_size: int = 400
+    """Samples (time steps, each with all agents) per gradient step."""
+    actor_lr: float = 3e-4
+    """Adam learning rate of the actor."""
+    critic_lr: float = 3e-4
+    """Adam learning rate of the critic."""
+    adam_eps: float = 1e-5
+    """Adam epsilon."""
+    max_grad_norm: float = 1.0
+    """Gradient-norm clip, applied to the actor and to the critic separately."""
+    lr_decay: bool = False
+    """Decay both learning rates linearly to zero over the run."""
+
+    def validate(self, frames_per_batch: int) -> None:
+        _check(self.num_epochs > 0, "optim.num_epochs", self.num_epochs,
+               "must be a positive integer")
+        _check(self.minibatch_size > 0, "optim.minibatch_size", self.minibatch_size,
+               "must be a positive integer")
+        _check(self.minibatch_size <= frames_per_batch, "optim.minibatch_size",
+               self.minibatch_size,
+               f"must be at most collector.frames_per_batch ({frames_per_batch})")
+        for name in ("actor_lr", "critic_lr", "adam_eps", "max_grad_norm"):
+            value = getattr(self, name)
+            _check(value > 0, f"optim.{name}", value, "must be > 0")
+
+
+@dataclass
+class RunConfig:
+    """Everything one training run needs, one section per concern."""
+
+    env: EnvConfig = field(default_factory=EnvConfig)
+    """Environment."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """Networks."""
+    loss: LossConfig = field(default_factory=LossConfig)
+    """Objective."""
+    collector: CollectorConfig = field(default_factory=CollectorConfig)
+    """Collection."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """Optimisation."""
+    seed: int = 0
+    """Seed for torch, numpy, python and the environments."""
+    device: str = "cpu"
+    """Device for simulation and training: cpu, cuda or cuda:N."""
+    threads: int = 0
+    """torch threads on CPU; 0 means one per core this process may use. Running two jobs
+    on the same cores? Give each fewer threads: oversubscribed cores slow VMAS badly."""
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` on the first value that is not allowed."""
+        self.env.validate()
+        self.model.validate()
+        self.loss.validate()
+        self.collector.validate(self.env.num_envs)
+        self.optim.validate(self.collector.frames_per_batch)
+        _check(self.threads >= 0, "threads", self.threads,
+               "must be 0 (one per available core) or a positive integer")
+        _check_device(self.device)
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError("device", device, "must be cpu, cuda or cuda:N") from None
+    if parsed.type == "cpu":
+        return
+    _check(parsed.type == "cuda", "device", device, "must be cpu, cuda or cuda:N")
+    _check(torch.cuda.is_available(), "device", device,
+           "CUDA is not available on this machine; use cpu")
+    index = parsed.index or 0
+    count = torch.cuda.device_count()
+    _check(index < count, "device", device, f"this machine has {count} CUDA device(s)")

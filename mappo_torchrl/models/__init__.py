@@ -1,0 +1,7 @@
+"""Actor and critic networks, parameters shared across agents by default."""
+
+from mappo_torchrl.models.actor import make_actor
+from mappo_torchrl.models.critic import make_critic
+from mappo_torchrl.models.mlp import AgentMLP, make_mlp, orthogonal_init_
+
+__all__ = ["AgentMLP", "make_actor", "make_critic", "make_mlp", "orthogonal_init_"]

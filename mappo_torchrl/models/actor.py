@@ -1,0 +1,121 @@
+"""The decentralised policy: each agent acts on its own observation."""
+
+from __future__ import annotations
+
+import torch
+from tensordict.nn import NormalParamExtractor, TensorDictModule
+from torch import nn
+from torchrl.data import Categorical, OneHot
+from torchrl.envs import EnvBase
+from torchrl.modules import MaskedCategorical, ProbabilisticActor, TanhNormal
+
+from mappo_torchrl.envs.groups import GroupKeys, group_keys
+from mappo_torchrl.models.mlp import make_mlp
+
+POLICY_HEAD_GAIN = 0.01
+
+
+def make_actor(
+    env: EnvBase,
+    group: str,
+    *,
+    num_cells: int = 256,
+    depth: int = 2,
+    activation: str = "tanh",
+    share_params: bool = True,
+    feature_norm: bool = False,
+    orthogonal_init: bool = False,
+    device: torch.device | str | None = None,
+) -> ProbabilisticActor:
+    """The policy of one agent group, as a :class:`~torchrl.modules.ProbabilisticActor`.
+
+    Continuous actions use a :class:`~torchrl.modules.TanhNormal` bounded by
+    the action spec; discrete actions a categorical distribution, masked with
+    the env's ``action_mask`` when it has one (masked actions are never
+    sampled). The actor reads ``(group, "observation")`` and writes
+    ``(group, "action")`` and ``(group, "action_log_prob")``.
+
+    Args:
+        env: the multi-agent env (its specs size the network).
+        group: agent group, a key of ``env.group_map``.
+        num_cells: hidden width.
+        depth: number of hidden layers.
+        activation: ``"tanh"`` or ``"relu"``.
+        share_params: one parameter set for all agents of the group.
+        feature_norm: LayerNorm on the observation.
+        orthogonal_init: MAPPO's orthogonal init (policy-head gain 0.01).
+        device: parameter device (defaults to the env's).
+
+    Example:
+        >>> env = make_env("navigation", num_envs=2)
+        >>> actor = make_actor(env, "agents")
+        >>> actor(env.reset())["agents", "action"].shape
+        torch.Size([2, 3, 2])
+    """
+    keys = group_keys(env, group)
+    device = env.device if device is None else device
+    action_spec = env.full_action_spec_unbatched[keys.action]
+    obs_dim = env.full_observation_spec_unbatched[keys.observation].shape[-1]
+    discrete = isinstance(action_spec, (Categorical, OneHot))
+    if isinstance(action_spec, OneHot):
+        raise ValueError(
+            f"group {group!r}: one-hot actions are not supported; build the env with "
+            "categorical actions (VmasEnv(categorical_actions=True), the default)"
+        )
+    n_outputs = action_spec.space.n if discrete else 2 * action_spec.shape[-1]
+    net = make_mlp(
+        n_agent_inputs=obs_dim,
+        n_agent_outputs=n_outputs,
+        n_agents=keys.n_agents,
+        centralized=False,
+        share_params=share_params,
+        num_cells=num_cells,
+        depth=depth,
+        activation=activation,
+        feature_norm=feature_norm,
+        orthogonal_init=orthogonal_init,
+        head_gain=POLICY_HEAD_GAIN,
+        device=device,
+    )
+    if discrete:
+        return _categorical_actor(net, keys, action_spec)
+    return _tanh_normal_actor(net, keys, action_spec)
+
+
+def _tanh_normal_actor(net: nn.Module, keys: GroupKeys, action_spec) -> ProbabilisticActor:
+    loc, scale = (keys.group, "loc"), (keys.group, "scale")
+    module = TensorDictModule(
+        nn.Sequential(net, NormalParamExtractor()),
+        in_keys=[keys.observation],
+        out_keys=[loc, scale],
+    )
+    return ProbabilisticActor(
+        module,
+        in_keys={"loc": loc, "scale": scale},
+        out_keys=[keys.action],
+        distribution_class=TanhNormal,
+        distribution_kwargs={
+            "low": action_spec.space.low,
+            "high": action_spec.space.high,
+        },
+        return_log_prob=True,
+        log_prob_key=keys.log_prob,
+    )
+
+
+def _categorical_actor(net: nn.Module, keys: GroupKeys, action_spec) -> ProbabilisticActor:
+    logits = (keys.group, "logits")
+    module = TensorDictModule(net, in_keys=[keys.observation], out_keys=[logits])
+    in_keys = {"logits": logits}
+    distribution_class = torch.distributions.Categorical
+    if keys.action_mask is not None:
+        in_keys["mask"] = keys.action_mask
+        distribution_class = MaskedCategorical
+    return ProbabilisticActor(
+        module,
+        in_keys=in_keys,
+        out_keys=[keys.action],
+        distribution_class=distribution_class,
+        return_log_prob=True,
+        log_prob_key=keys.log_prob,
+    )

@@ -1,0 +1,92 @@
+"""The multi-agent MLP both networks are built from, and MAPPO's weight init."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchrl.modules import MultiAgentMLP
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
+
+
+class AgentMLP(MultiAgentMLP):
+    """:class:`~torchrl.modules.MultiAgentMLP` with an optional input LayerNorm.
+
+    With ``feature_norm=True`` each agent network starts with a LayerNorm over
+    its input (the whole concatenated input when centralised), which is what
+    the original MAPPO code calls ``use_feature_normalization``. The LayerNorm
+    lives inside the per-agent network, so ``share_params=False`` gives every
+    agent its own.
+    """
+
+    def __init__(self, *args, feature_norm: bool = False, **kwargs) -> None:
+        self.feature_norm = feature_norm
+        super().__init__(*args, **kwargs)
+
+    def _build_single_net(self, *, device, **kwargs) -> nn.Module:
+        mlp = super()._build_single_net(device=device, **kwargs)
+        if not self.feature_norm:
+            return mlp
+        return nn.Sequential(nn.LayerNorm(mlp.in_features, device=device), mlp)
+
+
+def make_mlp(
+    *,
+    n_agent_inputs: int,
+    n_agent_outputs: int,
+    n_agents: int,
+    centralized: bool,
+    share_params: bool,
+    num_cells: int,
+    depth: int,
+    activation: str,
+    feature_norm: bool,
+    orthogonal_init: bool,
+    head_gain: float,
+    device: torch.device | str | None = None,
+) -> AgentMLP:
+    """An :class:`AgentMLP`, orthogonally initialised if asked.
+
+    ``head_gain`` is the gain of the output layer when ``orthogonal_init`` is
+    set (0.01 for a policy, 1 for a value function, as in MAPPO).
+    """
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation={activation!r}: must be one of {', '.join(ACTIVATIONS)}")
+    mlp = AgentMLP(
+        n_agent_inputs=n_agent_inputs,
+        n_agent_outputs=n_agent_outputs,
+        n_agents=n_agents,
+        centralized=centralized,
+        share_params=share_params,
+        num_cells=num_cells,
+        depth=depth,
+        activation_class=ACTIVATIONS[activation],
+        feature_norm=feature_norm,
+        device=device,
+    )
+    if orthogonal_init:
+        orthogonal_init_(
+            mlp, hidden_gain=nn.init.calculate_gain(activation), head_gain=head_gain
+        )
+    return mlp
+
+
+@torch.no_grad()
+def orthogonal_init_(mlp: MultiAgentMLP, *, hidden_gain: float, head_gain: float) -> None:
+    """Orthogonal weights and zero biases, in place, for every agent's network.
+
+    Hidden layers get ``hidden_gain`` and the output layer ``head_gain``.
+    Works for shared parameters and for per-agent (stacked) ones alike.
+    """
+    linear_names = [
+        name for name, module in mlp._empty_net.named_modules() if isinstance(module, nn.Linear)
+    ]
+    for i, name in enumerate(linear_names):
+        gain = head_gain if i == len(linear_names) - 1 else hidden_gain
+        path = tuple(name.split("."))
+        weight = mlp.params.get((*path, "weight"))
+        bias = mlp.params.get((*path, "bias"))
+        # Per-agent parameters are stacked along a leading agent dim.
+        for w in weight.data.reshape(-1, *weight.shape[-2:]):
+            nn.init.orthogonal_(w, gain=gain)
+        bias.data.zero_()

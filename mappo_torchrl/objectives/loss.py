@@ -1,0 +1,173 @@
+"""The MAPPO/IPPO objective: TorchRL's MAPPOLoss with a Huber delta, plus MultiAgentGAE."""
+
+from __future__ import annotations
+
+import torch
+from tensordict.nn import TensorDictModule
+from torchrl.modules import PopArtValueNorm, ProbabilisticActor, RunningValueNorm, ValueNorm
+from torchrl.objectives import ValueEstimators
+from torchrl.objectives.multiagent import MAPPOLoss
+
+from mappo_torchrl.envs.groups import GroupKeys
+
+CRITIC_LOSSES = ("smooth_l1", "huber", "l2", "l1")
+VALUE_NORMS = ("none", "popart", "running")
+
+
+class MultiAgentPPOLoss(MAPPOLoss):
+    """:class:`~torchrl.objectives.multiagent.MAPPOLoss` with a Huber delta.
+
+    TorchRL's critic distances are ``l1``, ``l2`` and ``smooth_l1`` (a Huber
+    loss whose delta is fixed at 1). MAPPO uses Huber with delta 10. Since
+    ``huber_delta(x) = delta**2 * smooth_l1(x / delta)`` exactly, this class
+    scales the target, the prediction and the old prediction by ``1/delta``
+    after value normalisation, multiplies ``critic_coeff`` by ``delta**2`` and
+    divides the value-clip radius by ``delta``. Everything else (value clip,
+    explained variance, masks) is TorchRL's own code.
+
+    MAPPO and IPPO differ only in the critic passed in (see
+    :class:`~torchrl.objectives.multiagent.IPPOLoss`), so one class serves both.
+
+    Keyword Args:
+        huber_delta: if set, the critic loss is Huber with this delta and
+            ``loss_critic_type`` must be left at its default.
+        critic_coeff: weight of the critic loss.
+        clip_value: value-clip radius (in normalised units when a value
+            normaliser is attached), or ``None``.
+        **kwargs: forwarded to :class:`~torchrl.objectives.multiagent.MAPPOLoss`.
+    """
+
+    def __init__(
+        self,
+        actor_network: ProbabilisticActor,
+        critic_network: TensorDictModule,
+        *,
+        huber_delta: float | None = None,
+        critic_coeff: float = 1.0,
+        clip_value: float | None = None,
+        **kwargs,
+    ) -> None:
+        scale = 1.0
+        if huber_delta is not None:
+            if kwargs.get("loss_critic_type", "smooth_l1") != "smooth_l1":
+                raise ValueError("huber_delta needs loss_critic_type='smooth_l1'")
+            scale = float(huber_delta)
+            kwargs["loss_critic_type"] = "smooth_l1"
+        super().__init__(
+            actor_network,
+            critic_network,
+            critic_coeff=critic_coeff * scale**2,
+            clip_value=None if clip_value is None else clip_value / scale,
+            **kwargs,
+        )
+        self.huber_delta = huber_delta
+
+    def _critic_loss_inputs(self, target_return, state_value, old_state_value):
+        target_return, state_value, old_state_value = super()._critic_loss_inputs(
+            target_return, state_value, old_state_value
+        )
+        if self.huber_delta is None:
+            return target_return, state_value, old_state_value
+        inv = 1.0 / self.huber_delta
+        old = None if old_state_value is None else old_state_value * inv
+        return target_return * inv, state_value * inv, old
+
+
+def make_value_norm(
+    kind: str, *, beta: float = 0.99999, device: torch.device | str | None = None
+) -> ValueNorm | None:
+    """``"popart"`` (EMA, the original MAPPO ValueNorm), ``"running"`` (exact) or ``"none"``."""
+    if kind == "none":
+        return None
+    if kind == "popart":
+        return PopArtValueNorm(shape=1, beta=beta, device=device)
+    if kind == "running":
+        return RunningValueNorm(shape=1, device=device)
+    raise ValueError(f"value_norm={kind!r}: must be one of {', '.join(VALUE_NORMS)}")
+
+
+def make_loss(
+    actor: ProbabilisticActor,
+    critic: TensorDictModule,
+    keys: GroupKeys,
+    *,
+    gamma: float = 0.99,
+    lmbda: float = 0.9,
+    clip_epsilon: float = 0.2,
+    entropy_coeff: float = 1e-4,
+    critic_coeff: float = 1.0,
+    critic_loss: str = "smooth_l1",
+    huber_delta: float = 10.0,
+    clip_value: bool = False,
+    normalize_advantage: bool = True,
+    value_norm: ValueNorm | None = None,
+) -> MultiAgentPPOLoss:
+    """The PPO loss of one agent group, with its :class:`~torchrl.objectives.value.MultiAgentGAE`.
+
+    The value estimator is attached as ``loss.value_estimator``; call it on a
+    batch (under ``torch.no_grad()``) before the epochs, as the trainer does.
+    Advantages are standardised there, over the whole batch and separately for
+    each agent (``MultiAgentGAE(average_gae=True)``), not per minibatch.
+
+    Args:
+        actor: the group's policy (:func:`~mappo_torchrl.models.make_actor`).
+        critic: the group's value function (:func:`~mappo_torchrl.models.make_critic`).
+        keys: the group's keys (:func:`~mappo_torchrl.envs.group_keys`).
+        gamma: discount.
+        lmbda: GAE lambda.
+        clip_epsilon: PPO ratio clip.
+        entropy_coeff: entropy bonus weight; 0 skips the entropy term entirely.
+        critic_coeff: critic loss weight.
+        critic_loss: ``"smooth_l1"``, ``"huber"`` (with ``huber_delta``), ``"l2"`` or ``"l1"``.
+        huber_delta: delta of the ``"huber"`` critic loss.
+        clip_value: clip the value loss with radius ``clip_epsilon``.
+        normalize_advantage: standardise advantages per agent over the batch.
+        value_norm: the normaliser shared with the critic, or ``None``.
+
+    Example:
+        >>> env = make_env("navigation", num_envs=2)
+        >>> keys = group_keys(env, "agents")
+        >>> loss = make_loss(make_actor(env, "agents"), make_critic(env, "agents"), keys)
+        >>> data = env.rollout(5, loss.actor_network)
+        >>> with torch.no_grad():
+        ...     _ = loss.value_estimator(data)
+        >>> sorted(k for k in loss(data.reshape(-1)).keys() if k.startswith("loss_"))
+        ['loss_critic', 'loss_entropy', 'loss_objective']
+    """
+    if critic_loss not in CRITIC_LOSSES:
+        raise ValueError(f"critic_loss={critic_loss!r}: must be one of {', '.join(CRITIC_LOSSES)}")
+    loss = MultiAgentPPOLoss(
+        actor,
+        critic,
+        clip_epsilon=clip_epsilon,
+        entropy_bonus=entropy_coeff > 0,
+        entropy_coeff=entropy_coeff,
+        critic_coeff=critic_coeff,
+        loss_critic_type="smooth_l1" if critic_loss == "huber" else critic_loss,
+        huber_delta=huber_delta if critic_loss == "huber" else None,
+        clip_value=clip_epsilon if clip_value else None,
+        # Standardised once per batch by the value estimator instead.
+        normalize_advantage=False,
+        value_norm=value_norm,
+        # Plain modules: no functional parameter swapping on every call.
+        functional=False,
+    )
+    loss.set_keys(
+        action=keys.action,
+        sample_log_prob=keys.log_prob,
+        value=keys.state_value,
+        advantage=keys.advantage,
+        value_target=keys.value_target,
+        reward=keys.reward,
+        done=keys.done,
+        terminated=keys.terminated,
+    )
+    loss.loss_mask_key = keys.agent_mask
+    loss.make_value_estimator(
+        ValueEstimators.MAGAE,
+        gamma=gamma,
+        lmbda=lmbda,
+        average_gae=normalize_advantage,
+        differentiable=False,
+    )
+    return loss

@@ -1,0 +1,104 @@
+"""Everything one agent group trains: its networks, loss and optimisers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torchrl.envs import EnvBase
+from torchrl.modules import ProbabilisticActor, ValueNorm
+
+from mappo_torchrl.config import LossConfig, ModelConfig, OptimConfig
+from mappo_torchrl.envs.groups import GroupKeys, group_keys
+from mappo_torchrl.models import make_actor, make_critic
+from mappo_torchrl.objectives import MultiAgentPPOLoss, make_loss, make_value_norm
+
+
+@dataclass
+class GroupLearner:
+    """The trainable parts of one agent group.
+
+    Attributes:
+        keys: where the group's data lives.
+        actor: the group's policy.
+        loss: the PPO loss; ``loss.critic_network`` is the critic and
+            ``loss.value_estimator`` the GAE module.
+        value_norm: the value normaliser shared by critic and loss, or ``None``.
+        actor_optim: Adam over the actor's parameters.
+        critic_optim: Adam over the critic's parameters.
+    """
+
+    keys: GroupKeys
+    actor: ProbabilisticActor
+    loss: MultiAgentPPOLoss
+    value_norm: ValueNorm | None
+    actor_optim: torch.optim.Adam
+    critic_optim: torch.optim.Adam
+
+    @property
+    def critic(self) -> torch.nn.Module:
+        return self.loss.critic_network
+
+
+def make_group_learner(
+    env: EnvBase,
+    group: str,
+    *,
+    model: ModelConfig,
+    loss: LossConfig,
+    optim: OptimConfig,
+    device: torch.device | str,
+) -> GroupLearner:
+    """Build actor, critic, loss and optimisers of ``group`` from the configs."""
+    keys = group_keys(env, group)
+    value_norm = make_value_norm(loss.value_norm, beta=loss.value_norm_beta, device=device)
+    actor = make_actor(
+        env,
+        group,
+        num_cells=model.actor_cells,
+        depth=model.actor_depth,
+        activation=model.activation,
+        share_params=model.share_params,
+        feature_norm=model.feature_norm,
+        orthogonal_init=model.orthogonal_init,
+        device=device,
+    )
+    critic = make_critic(
+        env,
+        group,
+        centralized=model.centralized_critic,
+        critic_input=model.critic_input,
+        num_cells=model.critic_cells,
+        depth=model.critic_depth,
+        activation=model.activation,
+        share_params=model.share_params,
+        feature_norm=model.feature_norm,
+        orthogonal_init=model.orthogonal_init,
+        value_norm=value_norm,
+        device=device,
+    )
+    ppo_loss = make_loss(
+        actor,
+        critic,
+        keys,
+        gamma=loss.gamma,
+        lmbda=loss.lmbda,
+        clip_epsilon=loss.clip_epsilon,
+        entropy_coeff=loss.entropy_coeff,
+        critic_coeff=loss.critic_coeff,
+        critic_loss=loss.critic_loss,
+        huber_delta=loss.huber_delta,
+        clip_value=loss.clip_value,
+        normalize_advantage=loss.normalize_advantage,
+        value_norm=value_norm,
+    )
+    return GroupLearner(
+        keys=keys,
+        actor=actor,
+        loss=ppo_loss,
+        value_norm=value_norm,
+        actor_optim=torch.optim.Adam(actor.parameters(), lr=optim.actor_lr, eps=optim.adam_eps),
+        critic_optim=torch.optim.Adam(
+            critic.parameters(), lr=optim.critic_lr, eps=optim.adam_eps
+        ),
+    )

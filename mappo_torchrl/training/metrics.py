@@ -1,0 +1,46 @@
+"""Turning a batch of rollouts and loss outputs into per-iteration numbers."""
+
+from __future__ import annotations
+
+import torch
+from tensordict import TensorDictBase
+
+from mappo_torchrl.envs.groups import GroupKeys
+
+#: Loss outputs averaged over an iteration's minibatches.
+LOSS_METRICS = (
+    "loss_objective",
+    "loss_critic",
+    "loss_entropy",
+    "entropy",
+    "kl_approx",
+    "clip_fraction",
+    "explained_variance",
+)
+
+
+def finished_episode_returns(batch: TensorDictBase, keys: GroupKeys) -> torch.Tensor:
+    """Per-agent returns of the episodes that ended in ``batch``, flattened.
+
+    ``batch`` is a collector batch. An agent's episode return is the sum of its
+    rewards over the episode (tracked by :class:`~torchrl.envs.RewardSum`);
+    each finished episode contributes one value per agent. The done flag may
+    be the team's (VMAS, shape ``[..., 1]``) or per agent.
+    """
+    returns = batch.get(("next", *_tuple(keys.episode_reward)))
+    done = batch.get(("next", *_tuple(keys.done)))
+    if done.ndim < returns.ndim:  # a team flag: the same for every agent
+        done = done.unsqueeze(-2)
+    return returns[done.expand_as(returns)]
+
+
+def mean_episode_return(batch: TensorDictBase, groups: list[GroupKeys]) -> torch.Tensor:
+    """Mean per-agent episode return over all groups' finished episodes (NaN if none)."""
+    returns = torch.cat([finished_episode_returns(batch, keys) for keys in groups])
+    if returns.numel() == 0:
+        return torch.tensor(float("nan"), device=returns.device)
+    return returns.mean()
+
+
+def _tuple(key) -> tuple[str, ...]:
+    return (key,) if isinstance(key, str) else tuple(key)

@@ -1,0 +1,98 @@
+import pytest
+import torch
+from torchrl.modules import PopArtValueNorm
+
+from mappo_torchrl.envs import make_env
+from mappo_torchrl.models import make_actor, make_critic
+
+
+def _n_param_sets(module) -> int:
+    """How many agents' worth of parameters the module's MLP holds (1 if shared)."""
+    mlp = next(m for m in module.modules() if hasattr(m, "share_params"))
+    weight = mlp.params.get(("0", "weight"))
+    return 1 if mlp.share_params else weight.shape[0]
+
+
+def test_actor_writes_bounded_actions_and_log_probs(nav_env):
+    actor = make_actor(nav_env, "agents", num_cells=16)
+    with torch.no_grad():
+        td = actor(nav_env.reset())
+    action = td["agents", "action"]
+    assert action.shape == (4, 3, 2)
+    assert td["agents", "action_log_prob"].shape == (4, 3)
+    assert action.abs().max() <= 1.0
+
+
+def test_shared_actor_has_one_parameter_set(nav_env):
+    shared = make_actor(nav_env, "agents", num_cells=16, share_params=True)
+    separate = make_actor(nav_env, "agents", num_cells=16, share_params=False)
+    assert _n_param_sets(shared) == 1
+    assert _n_param_sets(separate) == 3
+    n_shared = sum(p.numel() for p in shared.parameters())
+    n_separate = sum(p.numel() for p in separate.parameters())
+    assert n_separate == 3 * n_shared
+
+
+def test_shared_actor_maps_equal_observations_to_equal_outputs(nav_env):
+    actor = make_actor(nav_env, "agents", num_cells=16, share_params=True)
+    td = nav_env.reset()
+    td["agents", "observation"] = td["agents", "observation"][:, :1].expand(-1, 3, -1).clone()
+    out = actor.module[0](td)
+    loc = out["agents", "loc"]
+    assert torch.allclose(loc[:, 0], loc[:, 1]) and torch.allclose(loc[:, 0], loc[:, 2])
+
+
+def test_discrete_actor_samples_valid_actions():
+    env = make_env("navigation", num_envs=4, continuous_actions=False)
+    actor = make_actor(env, "agents", num_cells=16)
+    with torch.no_grad():
+        action = actor(env.reset())["agents", "action"]
+    assert action.dtype == torch.int64
+    assert action.shape == (4, 3)
+    assert 0 <= action.min() and action.max() < 9
+
+
+@pytest.mark.parametrize("centralized", [True, False])
+def test_critic_sees_other_agents_only_when_centralised(nav_env, centralized):
+    critic = make_critic(nav_env, "agents", centralized=centralized, num_cells=16)
+    td = nav_env.reset()
+    before = critic(td.clone())["agents", "state_value"]
+    td["agents", "observation"][:, 1] += 1.0  # change agent 1's observation only
+    after = critic(td)["agents", "state_value"]
+    agent0_changed = not torch.allclose(before[:, 0], after[:, 0])
+    assert agent0_changed == centralized
+    assert not torch.allclose(before[:, 1], after[:, 1])
+
+
+def test_critic_output_shape_and_parameter_sharing(nav_env):
+    shared = make_critic(nav_env, "agents", num_cells=16)
+    separate = make_critic(nav_env, "agents", num_cells=16, share_params=False)
+    assert shared(nav_env.reset())["agents", "state_value"].shape == (4, 3, 1)
+    assert _n_param_sets(shared) == 1
+    assert _n_param_sets(separate) == 3
+
+
+def test_critic_with_value_norm_denormalises_its_prediction(nav_env):
+    value_norm = PopArtValueNorm(shape=1)
+    for _ in range(50):
+        value_norm.update(torch.randn(256, 1) * 4.0 + 10.0)
+    critic = make_critic(nav_env, "agents", num_cells=16, value_norm=value_norm)
+    td = critic(nav_env.reset())
+    normalized = td["agents", "state_value_normalized"]
+    assert torch.allclose(td["agents", "state_value"], value_norm.denormalize(normalized))
+    assert td["agents", "state_value"].mean() > 5.0
+
+
+def test_state_critic_needs_a_state_entry(nav_env):
+    with pytest.raises(ValueError, match="the env has no root 'state' entry"):
+        make_critic(nav_env, "agents", critic_input="state")
+
+
+def test_feature_norm_and_orthogonal_init(nav_env):
+    actor = make_actor(nav_env, "agents", num_cells=16, feature_norm=True, orthogonal_init=True)
+    mlp = actor.module[0].module[0]
+    head = mlp.params.get(("1", "4", "weight")).detach()  # LayerNorm first, then the MLP
+    assert torch.linalg.matrix_norm(head, ord=2) == pytest.approx(0.01, rel=1e-3)
+    hidden = mlp.params.get(("1", "2", "weight")).detach()
+    gain = torch.nn.init.calculate_gain("tanh")
+    assert torch.allclose(hidden @ hidden.T, gain**2 * torch.eye(16), atol=1e-4)
