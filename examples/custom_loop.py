@@ -51,13 +51,15 @@ def main() -> None:
     buffer = make_replay_buffer(size=frames_per_batch, minibatch_size=minibatch_size)
 
     # -- loss -----------------------------------------------------------------
-    loss = make_loss(actor, critic, keys, gamma=0.99, lmbda=0.9)
-    optim = torch.optim.Adam(loss.parameters(), lr=3e-4)
+    loss = make_loss(actor, critic, keys, gamma=0.9, lmbda=0.9)
+    optim = torch.optim.Adam(loss.parameters(), lr=5e-4)
 
     # -- loop -----------------------------------------------------------------
     for iteration, batch in enumerate(collector, start=1):
         with torch.no_grad():
-            loss.value_estimator(batch)  # writes ("agents", "advantage"), ("agents", "value_target")
+            loss.value_estimator(
+                batch
+            )  # writes ("agents", "advantage"), ("agents", "value_target")
         buffer.extend(batch.reshape(-1))
         for _ in range(num_epochs):
             for _ in range(frames_per_batch // minibatch_size):
@@ -71,8 +73,10 @@ def main() -> None:
 
         # -- evaluation: per-agent returns of the episodes that ended in this batch
         episode_return = finished_episode_returns(batch, keys).mean()
-        print(f"iteration {iteration:3d}  frames {iteration * frames_per_batch:7d}  "
-              f"episode return {episode_return:.3f}")
+        print(
+            f"iteration {iteration:3d}  frames {iteration * frames_per_batch:7d}  "
+            f"episode return {episode_return:.3f}"
+        )
     collector.shutdown()
 
 

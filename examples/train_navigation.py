@@ -1,8 +1,8 @@
 """Train MAPPO on VMAS navigation with the library's Trainer, and save the curve.
 
-    python examples/train_navigation.py                 # defaults: 600k frames
-    python examples/train_navigation.py --smoke         # a few seconds, as CI runs it
-    python examples/train_navigation.py --frames 300000 --out runs/nav-example
+python examples/train_navigation.py                 # defaults: 600k frames
+python examples/train_navigation.py --smoke         # a few seconds, as CI runs it
+python examples/train_navigation.py --frames 300000 --out runs/nav-example
 """
 
 from __future__ import annotations
@@ -40,8 +40,10 @@ def main() -> None:
 
     # -- report ---------------------------------------------------------------
     for metrics in history[-3:]:
-        print(f"frames {metrics['frames']:7.0f}  episode return "
-              f"{metrics['train/episode_return']:.3f}  fps {metrics['time/fps']:.0f}")
+        print(
+            f"frames {metrics['frames']:7.0f}  episode return "
+            f"{metrics['train/episode_return']:.3f}  fps {metrics['time/fps']:.0f}"
+        )
     print(f"metrics: {run_dir.path / 'metrics.csv'}")
 
 

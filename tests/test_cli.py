@@ -9,9 +9,20 @@ import yaml
 from mappo_torchrl.cli.main import main
 
 TINY = [
-    "--env.num_envs", "4", "--env.max_steps", "10",
-    "--collector.frames_per_batch", "40", "--collector.total_frames", "80",
-    "--optim.minibatch_size", "20", "--model.actor_cells", "16", "--model.critic_cells", "16",
+    "--env.num_envs",
+    "4",
+    "--env.max_steps",
+    "10",
+    "--collector.frames_per_batch",
+    "40",
+    "--collector.total_frames",
+    "80",
+    "--optim.minibatch_size",
+    "20",
+    "--model.actor_cells",
+    "16",
+    "--model.critic_cells",
+    "16",
     "--no-progress",
 ]
 
@@ -25,9 +36,16 @@ def test_train_writes_config_metrics_and_status(tmp_path, capsys):
     with (run_dir / "metrics.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert [int(float(r["frames"])) for r in rows] == [40, 80]
-    for column in ("train/episode_return", "train/loss_critic", "train/entropy",
-                   "train/kl_approx", "train/clip_fraction", "train/explained_variance",
-                   "train/grad_norm_actor", "time/fps"):
+    for column in (
+        "train/episode_return",
+        "train/loss_critic",
+        "train/entropy",
+        "train/kl_approx",
+        "train/clip_fraction",
+        "train/explained_variance",
+        "train/grad_norm_actor",
+        "time/fps",
+    ):
         assert column in rows[0]
     assert json.loads((run_dir / "status.json").read_text())["status"] == "finished"
     assert "mean episode return over the last 5 iterations" in capsys.readouterr().out
@@ -59,12 +77,22 @@ def test_finished_run_is_not_overwritten(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--collector.total_frames", "0"], "--collector.total_frames=0: must be a positive integer"),
-        (["--collector.total_frames", "-5"], "--collector.total_frames=-5: must be a positive integer"),
-        (["--collector.frames_per_batch", "6001"],
-         "--collector.frames_per_batch=6001: must be a multiple of env.num_envs (60)"),
-        (["--optim.minibatch_size", "7000"],
-         "--optim.minibatch_size=7000: must be at most collector.frames_per_batch (6000)"),
+        (
+            ["--collector.total_frames", "0"],
+            "--collector.total_frames=0: must be a positive integer",
+        ),
+        (
+            ["--collector.total_frames", "-5"],
+            "--collector.total_frames=-5: must be a positive integer",
+        ),
+        (
+            ["--collector.frames_per_batch", "6001"],
+            "--collector.frames_per_batch=6001: must be a multiple of env.num_envs (60)",
+        ),
+        (
+            ["--optim.minibatch_size", "7000"],
+            "--optim.minibatch_size=7000: must be at most collector.frames_per_batch (6000)",
+        ),
         (["--device", "cuda:7"], "--device='cuda:7'"),
         (["--device", "gpu"], "--device='gpu': must be cpu, cuda or cuda:N"),
         (["--scenario", "navigaton"], "Did you mean 'navigation'?"),
@@ -89,13 +117,17 @@ def test_help_documents_every_option():
 
     out = subprocess.run(
         [sys.executable, "-m", "mappo_torchrl.cli.main", "train", "--help"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     for name, _, _ in iter_options():
         assert f"--{name}" in out, name
     top = subprocess.run(
         [sys.executable, "-m", "mappo_torchrl.cli.main", "--help"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert "train" in top and "scenarios" in top
 

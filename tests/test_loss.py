@@ -25,8 +25,15 @@ def _loss(env, **kwargs):
 def test_loss_terms_and_diagnostics(nav_env):
     loss = _loss(nav_env)
     out = loss(_batch(nav_env, loss).reshape(-1))
-    for key in ("loss_objective", "loss_critic", "loss_entropy", "kl_approx", "clip_fraction",
-                "explained_variance", "entropy"):
+    for key in (
+        "loss_objective",
+        "loss_critic",
+        "loss_entropy",
+        "kl_approx",
+        "clip_fraction",
+        "explained_variance",
+        "entropy",
+    ):
         assert key in out.keys(), key
     assert out["loss_objective"].shape == ()
 

@@ -44,7 +44,7 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
 def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The ``--section.field`` values given on the command line, by dotted name."""
     return {
-        key[len("cfg:"):]: value
+        key[len("cfg:") :]: value
         for key, value in vars(args).items()
         if key.startswith("cfg:") and value is not None
     }

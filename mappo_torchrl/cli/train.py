@@ -23,13 +23,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "The run directory gets config.yaml, metrics.csv and status.json."
         ),
     )
-    parser.add_argument("--scenario", metavar="NAME",
-                        help="VMAS scenario (same as --env.scenario; default: navigation)")
+    parser.add_argument(
+        "--scenario",
+        metavar="NAME",
+        help="VMAS scenario (same as --env.scenario; default: navigation)",
+    )
     parser.add_argument("--config", metavar="FILE", help="YAML or JSON config file")
-    parser.add_argument("--run-dir", metavar="DIR",
-                        help="where to write the run (default: runs/<scenario>-seed<seed>-<time>)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace --run-dir if it already holds a run")
+    parser.add_argument(
+        "--run-dir",
+        metavar="DIR",
+        help="where to write the run (default: runs/<scenario>-seed<seed>-<time>)",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace --run-dir if it already holds a run"
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_config_options(parser)
     parser.set_defaults(func=run)
@@ -69,8 +76,11 @@ def run(args: argparse.Namespace) -> int:
     wall = time.perf_counter() - start
     final = statistics.fmean(m["train/episode_return"] for m in history[-5:])
     run_dir.write_status(
-        "finished", iteration=trainer.iteration, frames=trainer.frames,
-        final_episode_return=final, wall_time_s=round(wall, 1),
+        "finished",
+        iteration=trainer.iteration,
+        frames=trainer.frames,
+        final_episode_return=final,
+        wall_time_s=round(wall, 1),
     )
     print(
         f"mappo: done: {trainer.frames} frames in {wall:.0f} s; "

@@ -37,8 +37,9 @@ def from_dict(data: Mapping[str, Any], cls: type = RunConfig, prefix: str = "") 
     kwargs = {}
     for key, value in data.items():
         if key not in fields:
-            raise ConfigError(f"{prefix}{key}", value,
-                              "unknown option; allowed: " + ", ".join(fields))
+            raise ConfigError(
+                f"{prefix}{key}", value, "unknown option; allowed: " + ", ".join(fields)
+            )
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
             kwargs[key] = from_dict(value, hint, prefix=f"{prefix}{key}.")
@@ -113,7 +114,7 @@ def field_docs(cls: type) -> dict[str, str]:
     tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     body = tree.body[0].body
     docs = {}
-    for node, following in zip(body, body[1:]):
+    for node, following in zip(body, body[1:], strict=False):
         if (
             isinstance(node, ast.AnnAssign)
             and isinstance(node.target, ast.Name)

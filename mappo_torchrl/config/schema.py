@@ -54,12 +54,20 @@ class EnvConfig:
     """Extra keyword arguments for the scenario, e.g. ``{"n_agents": 4}``."""
 
     def validate(self) -> None:
-        _check(isinstance(self.scenario, str) and bool(self.scenario), "env.scenario",
-               self.scenario, "must be a scenario name")
+        _check(
+            isinstance(self.scenario, str) and bool(self.scenario),
+            "env.scenario",
+            self.scenario,
+            "must be a scenario name",
+        )
         _check(self.num_envs > 0, "env.num_envs", self.num_envs, "must be a positive integer")
         _check(self.max_steps > 0, "env.max_steps", self.max_steps, "must be a positive integer")
-        _check(isinstance(self.scenario_kwargs, dict), "env.scenario_kwargs",
-               self.scenario_kwargs, "must be a mapping of keyword arguments")
+        _check(
+            isinstance(self.scenario_kwargs, dict),
+            "env.scenario_kwargs",
+            self.scenario_kwargs,
+            "must be a mapping of keyword arguments",
+        )
 
 
 ACTIVATIONS = ("tanh", "relu")
@@ -83,14 +91,16 @@ class ModelConfig:
     share_params: bool = True
     """One set of actor and critic parameters for all agents of a group (false: one per agent)."""
     centralized_critic: bool = True
-    """MAPPO critic over all agents' inputs if true; IPPO critic over the agent's own input if false."""
+    """MAPPO critic over all agents' inputs if true; IPPO critic over the agent's own input
+    if false."""
     critic_input: str = "observations"
     """Centralised critic input: observations (all agents' observations), state (the env's
     global ``state`` entry) or agent_state (the global state plus the agent's one-hot id)."""
     feature_norm: bool = False
     """LayerNorm on the network inputs (the original code's use_feature_normalization)."""
     orthogonal_init: bool = False
-    """Orthogonal weight init with gains (hidden: activation gain, policy head 0.01, value head 1)."""
+    """Orthogonal weight init with gains (hidden: activation gain, policy head 0.01,
+    value head 1)."""
 
     def validate(self) -> None:
         for name in ("actor_cells", "actor_depth", "critic_cells", "critic_depth"):
@@ -108,7 +118,7 @@ VALUE_NORMS = ("none", "popart", "running")
 class LossConfig:
     """PPO objective and advantage estimation."""
 
-    gamma: float = 0.99
+    gamma: float = 0.9
     """Discount factor."""
     lmbda: float = 0.9
     """GAE lambda."""
@@ -135,14 +145,17 @@ class LossConfig:
         _check(0.0 <= self.gamma <= 1.0, "loss.gamma", self.gamma, "must be in [0, 1]")
         _check(0.0 <= self.lmbda <= 1.0, "loss.lmbda", self.lmbda, "must be in [0, 1]")
         _check(self.clip_epsilon > 0, "loss.clip_epsilon", self.clip_epsilon, "must be > 0")
-        _check(self.entropy_coeff >= 0, "loss.entropy_coeff", self.entropy_coeff,
-               "must be >= 0")
+        _check(self.entropy_coeff >= 0, "loss.entropy_coeff", self.entropy_coeff, "must be >= 0")
         _check(self.critic_coeff > 0, "loss.critic_coeff", self.critic_coeff, "must be > 0")
         _choice("loss.critic_loss", self.critic_loss, CRITIC_LOSSES)
         _check(self.huber_delta > 0, "loss.huber_delta", self.huber_delta, "must be > 0")
         _choice("loss.value_norm", self.value_norm, VALUE_NORMS)
-        _check(0.0 < self.value_norm_beta < 1.0, "loss.value_norm_beta", self.value_norm_beta,
-               "must be in (0, 1)")
+        _check(
+            0.0 < self.value_norm_beta < 1.0,
+            "loss.value_norm_beta",
+            self.value_norm_beta,
+            "must be in (0, 1)",
+        )
 
 
 @dataclass
@@ -151,19 +164,34 @@ class CollectorConfig:
 
     frames_per_batch: int = 6_000
     """Environment steps (summed over the vectorised envs) collected per iteration."""
-    total_frames: int = 600_000
+    total_frames: int = 300_000
     """Environment steps for the whole run."""
 
     def validate(self, num_envs: int) -> None:
-        _check(self.frames_per_batch > 0, "collector.frames_per_batch", self.frames_per_batch,
-               "must be a positive integer")
-        _check(self.frames_per_batch % num_envs == 0, "collector.frames_per_batch",
-               self.frames_per_batch, f"must be a multiple of env.num_envs ({num_envs})")
-        _check(self.total_frames > 0, "collector.total_frames", self.total_frames,
-               "must be a positive integer")
-        _check(self.total_frames >= self.frames_per_batch, "collector.total_frames",
-               self.total_frames,
-               f"must be at least collector.frames_per_batch ({self.frames_per_batch})")
+        _check(
+            self.frames_per_batch > 0,
+            "collector.frames_per_batch",
+            self.frames_per_batch,
+            "must be a positive integer",
+        )
+        _check(
+            self.frames_per_batch % num_envs == 0,
+            "collector.frames_per_batch",
+            self.frames_per_batch,
+            f"must be a multiple of env.num_envs ({num_envs})",
+        )
+        _check(
+            self.total_frames > 0,
+            "collector.total_frames",
+            self.total_frames,
+            "must be a positive integer",
+        )
+        _check(
+            self.total_frames >= self.frames_per_batch,
+            "collector.total_frames",
+            self.total_frames,
+            f"must be at least collector.frames_per_batch ({self.frames_per_batch})",
+        )
 
 
 @dataclass
@@ -174,9 +202,9 @@ class OptimConfig:
     """PPO epochs over each batch."""
     minibatch_size: int = 400
     """Samples (time steps, each with all agents) per gradient step."""
-    actor_lr: float = 3e-4
+    actor_lr: float = 5e-4
     """Adam learning rate of the actor."""
-    critic_lr: float = 3e-4
+    critic_lr: float = 5e-4
     """Adam learning rate of the critic."""
     adam_eps: float = 1e-5
     """Adam epsilon."""
@@ -186,13 +214,21 @@ class OptimConfig:
     """Decay both learning rates linearly to zero over the run."""
 
     def validate(self, frames_per_batch: int) -> None:
-        _check(self.num_epochs > 0, "optim.num_epochs", self.num_epochs,
-               "must be a positive integer")
-        _check(self.minibatch_size > 0, "optim.minibatch_size", self.minibatch_size,
-               "must be a positive integer")
-        _check(self.minibatch_size <= frames_per_batch, "optim.minibatch_size",
-               self.minibatch_size,
-               f"must be at most collector.frames_per_batch ({frames_per_batch})")
+        _check(
+            self.num_epochs > 0, "optim.num_epochs", self.num_epochs, "must be a positive integer"
+        )
+        _check(
+            self.minibatch_size > 0,
+            "optim.minibatch_size",
+            self.minibatch_size,
+            "must be a positive integer",
+        )
+        _check(
+            self.minibatch_size <= frames_per_batch,
+            "optim.minibatch_size",
+            self.minibatch_size,
+            f"must be at most collector.frames_per_batch ({frames_per_batch})",
+        )
         for name in ("actor_lr", "critic_lr", "adam_eps", "max_grad_norm"):
             value = getattr(self, name)
             _check(value > 0, f"optim.{name}", value, "must be > 0")
@@ -227,8 +263,12 @@ class RunConfig:
         self.loss.validate()
         self.collector.validate(self.env.num_envs)
         self.optim.validate(self.collector.frames_per_batch)
-        _check(self.threads >= 0, "threads", self.threads,
-               "must be 0 (one per available core) or a positive integer")
+        _check(
+            self.threads >= 0,
+            "threads",
+            self.threads,
+            "must be 0 (one per available core) or a positive integer",
+        )
         _check_device(self.device)
 
 
@@ -242,8 +282,12 @@ def _check_device(device: str) -> None:
     if parsed.type == "cpu":
         return
     _check(parsed.type == "cuda", "device", device, "must be cpu, cuda or cuda:N")
-    _check(torch.cuda.is_available(), "device", device,
-           "CUDA is not available on this machine; use cpu")
+    _check(
+        torch.cuda.is_available(),
+        "device",
+        device,
+        "CUDA is not available on this machine; use cpu",
+    )
     index = parsed.index or 0
     count = torch.cuda.device_count()
     _check(index < count, "device", device, f"this machine has {count} CUDA device(s)")

@@ -103,8 +103,7 @@ def group_keys(env: EnvBase, group: str) -> GroupKeys:
         terminated=terminated,
         episode_reward=(*_as_tuple(reward)[:-1], "episode_reward"),
         state="state" if "state" in observation_keys else None,
-        action_mask=(group, "action_mask") if (group, "action_mask") in observation_keys
-        else None,
+        action_mask=(group, "action_mask") if (group, "action_mask") in observation_keys else None,
         agent_mask=(group, "mask") if (group, "mask") in observation_keys else None,
     )
 

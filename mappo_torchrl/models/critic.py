@@ -80,7 +80,8 @@ def make_critic(
         in_dim += keys.n_agents if with_id else 0
         modules.append(
             TensorDictModule(
-                AgentState(keys.n_agents, with_id=with_id), in_keys=[keys.state],
+                AgentState(keys.n_agents, with_id=with_id),
+                in_keys=[keys.state],
                 out_keys=[in_key],
             )
         )
@@ -106,8 +107,9 @@ def make_critic(
         normalized = (group, "state_value_normalized")
         modules.append(TensorDictModule(net, in_keys=[in_key], out_keys=[normalized]))
         modules.append(
-            TensorDictModule(Denormalize(value_norm), in_keys=[normalized],
-                             out_keys=[keys.state_value])
+            TensorDictModule(
+                Denormalize(value_norm), in_keys=[normalized], out_keys=[keys.state_value]
+            )
         )
     if len(modules) == 1:
         return modules[0]
@@ -115,7 +117,10 @@ def make_critic(
 
 
 class AgentState(nn.Module):
-    """Broadcast a global state ``[*B, d]`` to ``[*B, n_agents, d]``, optionally with one-hot ids."""
+    """Broadcast a global state ``[*B, d]`` to ``[*B, n_agents, d]``, optionally with ids.
+
+    The ids are one-hot agent indices appended to each agent's copy of the state.
+    """
 
     def __init__(self, n_agents: int, *, with_id: bool) -> None:
         super().__init__()
@@ -140,4 +145,3 @@ class Denormalize(nn.Module):
 
     def forward(self, normalized: torch.Tensor) -> torch.Tensor:
         return self.value_norm.denormalize(normalized)
-

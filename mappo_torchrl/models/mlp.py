@@ -65,9 +65,7 @@ def make_mlp(
         device=device,
     )
     if orthogonal_init:
-        orthogonal_init_(
-            mlp, hidden_gain=nn.init.calculate_gain(activation), head_gain=head_gain
-        )
+        orthogonal_init_(mlp, hidden_gain=nn.init.calculate_gain(activation), head_gain=head_gain)
     return mlp
 
 

@@ -98,7 +98,5 @@ def make_group_learner(
         loss=ppo_loss,
         value_norm=value_norm,
         actor_optim=torch.optim.Adam(actor.parameters(), lr=optim.actor_lr, eps=optim.adam_eps),
-        critic_optim=torch.optim.Adam(
-            critic.parameters(), lr=optim.critic_lr, eps=optim.adam_eps
-        ),
+        critic_optim=torch.optim.Adam(critic.parameters(), lr=optim.critic_lr, eps=optim.adam_eps),
     )

@@ -72,7 +72,11 @@ class Trainer:
         self.env = env
         self.groups: dict[str, GroupLearner] = {
             group: make_group_learner(
-                env, group, model=config.model, loss=config.loss, optim=config.optim,
+                env,
+                group,
+                model=config.model,
+                loss=config.loss,
+                optim=config.optim,
                 device=self.device,
             )
             for group in env.group_map
@@ -129,8 +133,13 @@ class Trainer:
         """
         history = []
         total = self.config.collector.total_frames
-        with tqdm(total=total, initial=self.frames, unit="frames", disable=not progress,
-                  dynamic_ncols=True) as bar:
+        with tqdm(
+            total=total,
+            initial=self.frames,
+            unit="frames",
+            disable=not progress,
+            dynamic_ncols=True,
+        ) as bar:
             for metrics in self.iterations():
                 history.append(metrics)
                 for callback in callbacks:
@@ -180,7 +189,9 @@ class Trainer:
         summary["grad_norm_critic"] = critic_norm
         return TensorDict(summary)
 
-    def _summarise(self, episode_return: torch.Tensor, stats: dict[str, list[TensorDict]]) -> Metrics:
+    def _summarise(
+        self, episode_return: torch.Tensor, stats: dict[str, list[TensorDict]]
+    ) -> Metrics:
         # One stack and one host transfer per iteration: no sync inside the epochs.
         per_group = {name: torch.stack(rows).mean() for name, rows in stats.items()}
         values = TensorDict({"episode_return": episode_return, **per_group}).cpu()
@@ -190,7 +201,9 @@ class Trainer:
             prefix = f"train/{name}/" if several else "train/"
             for key, value in values[name].items():
                 metrics[prefix + key] = float(value)
-        metrics["train/actor_lr"] = next(iter(self.groups.values())).actor_optim.param_groups[0]["lr"]
+        metrics["train/actor_lr"] = next(iter(self.groups.values())).actor_optim.param_groups[0][
+            "lr"
+        ]
         return metrics
 
     def _make_schedulers(self) -> list[torch.optim.lr_scheduler.LRScheduler]:
