@@ -3,12 +3,15 @@
 from mappo_torchrl.config.io import (
     apply_overrides,
     field_docs,
+    flatten,
     from_dict,
     iter_options,
     load_config,
+    read_config_file,
     save_config,
     to_dict,
 )
+from mappo_torchrl.config.presets import PRESETS, apply_preset
 from mappo_torchrl.config.schema import (
     CollectorConfig,
     ConfigError,
@@ -26,12 +29,16 @@ __all__ = [
     "LossConfig",
     "ModelConfig",
     "OptimConfig",
+    "PRESETS",
     "RunConfig",
     "apply_overrides",
+    "apply_preset",
     "field_docs",
+    "flatten",
     "from_dict",
     "iter_options",
     "load_config",
+    "read_config_file",
     "save_config",
     "to_dict",
 ]

@@ -68,6 +68,7 @@ def make_group_learner(
         group,
         centralized=model.centralized_critic,
         critic_input=model.critic_input,
+        death_masking=model.death_masking,
         num_cells=model.critic_cells,
         depth=model.critic_depth,
         activation=model.activation,

@@ -9,6 +9,7 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictSequential
 from torchrl.envs import EnvBase
+from torchrl.envs.utils import MarlGroupMapType
 from tqdm.auto import tqdm
 
 from mappo_torchrl.config import RunConfig
@@ -19,6 +20,13 @@ from mappo_torchrl.training.metrics import LOSS_METRICS, mean_episode_return
 from mappo_torchrl.training.seeding import seed_everything, set_threads
 
 Metrics = dict[str, float]
+
+#: ``env.group_map`` names; ``None`` is VMAS's own grouping by agent-name prefix.
+GROUP_MAPS = {
+    "by_name": None,
+    "all_in_one_group": MarlGroupMapType.ALL_IN_ONE_GROUP,
+    "one_group_per_agent": MarlGroupMapType.ONE_GROUP_PER_AGENT,
+}
 Callback = Callable[[Metrics], None]
 
 
@@ -33,6 +41,7 @@ def make_run_env(config: RunConfig, *, seed: int | None = None) -> EnvBase:
         device=config.device,
         seed=config.seed if seed is None else seed,
         scenario_kwargs=config.env.scenario_kwargs,
+        group_map=GROUP_MAPS[config.env.group_map],
     )
 
 
@@ -48,8 +57,9 @@ class Trainer:
     Args:
         config: the run's configuration (validated here).
         env: any TorchRL multi-agent env; by default the VMAS scenario of
-            ``config.env``. An env without ``episode_reward`` tracking gets
-            :func:`~mappo_torchrl.envs.track_episode_returns` added.
+            ``config.env``, whose options are then ignored except for checks
+            against this env's batch size. An env without ``episode_reward``
+            tracking gets :func:`~mappo_torchrl.envs.track_episode_returns` added.
 
     Example:
         >>> cfg = RunConfig()
@@ -60,7 +70,7 @@ class Trainer:
     """
 
     def __init__(self, config: RunConfig, *, env: EnvBase | None = None) -> None:
-        config.validate()
+        config.validate(num_envs=None if env is None else max(env.batch_size.numel(), 1))
         self.config = config
         self.device = torch.device(config.device)
         set_threads(config.threads, self.device)
@@ -91,7 +101,7 @@ class Trainer:
         )
         self.buffer = make_replay_buffer(
             size=config.collector.frames_per_batch,
-            minibatch_size=config.optim.minibatch_size,
+            minibatch_size=config.optim.resolved_minibatch_size(config.collector.frames_per_batch),
             device=self.device,
         )
         self.num_iterations = -(-config.collector.total_frames // config.collector.frames_per_batch)
@@ -160,7 +170,7 @@ class Trainer:
                 group.loss.value_estimator(batch)
         self.buffer.empty()
         self.buffer.extend(batch.reshape(-1))
-        steps_per_epoch = len(self.buffer) // self.config.optim.minibatch_size
+        steps_per_epoch = len(self.buffer) // self.buffer.batch_size
         stats: dict[str, list[TensorDict]] = {name: [] for name in self.groups}
         for _ in range(self.config.optim.num_epochs):
             for _ in range(steps_per_epoch):
