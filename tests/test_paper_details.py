@@ -211,7 +211,7 @@ def test_num_minibatches_sets_the_minibatch_size_and_step_count():
     cfg = tiny_config(optim={"num_minibatches": 4, "num_epochs": 3})
     cfg.collector.total_frames = 40
     trainer = Trainer(cfg)
-    assert trainer.buffer.batch_size == 10
+    assert trainer.minibatch_size == 10
     trainer.train(progress=False)
     state = trainer.groups["agents"].actor_optim.state
     assert {int(s["step"]) for s in state.values()} == {3 * 4}

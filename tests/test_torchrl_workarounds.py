@@ -33,3 +33,19 @@ def test_make_loss_really_installs_its_estimator(nav_env):
     assert isinstance(estimator, ActiveAgentGAE)
     assert estimator.gamma.item() == torch.tensor(0.7).item()
     assert estimator.tensor_keys.advantage == ("agents", "advantage")
+
+
+def test_gae_standardisation_depends_on_whether_a_mask_is_given():
+    """MultiAgentGAE uses Bessel's correction without a mask and not with one.
+
+    ``shifted=True`` passes a (possibly all-true) mask, so its standardised
+    advantages would differ from the two-pass path; ActiveAgentGAE always
+    passes one.
+    """
+    gae = MultiAgentGAE(gamma=0.9, lmbda=0.9, value_network=None)
+    adv = torch.randn(4, 10, 3, 1)
+    unmasked = gae._normalize_advantage(adv, None)
+    all_valid = gae._normalize_advantage(adv, torch.ones(4, 10, 3, dtype=torch.bool))
+    assert not torch.allclose(unmasked, all_valid)
+    n = 4 * 10
+    assert torch.allclose(all_valid, unmasked * (n / (n - 1)) ** 0.5, atol=1e-5)

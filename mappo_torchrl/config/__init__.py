@@ -19,6 +19,7 @@ from mappo_torchrl.config.schema import (
     LossConfig,
     ModelConfig,
     OptimConfig,
+    PerfConfig,
     RunConfig,
 )
 
@@ -29,6 +30,7 @@ __all__ = [
     "LossConfig",
     "ModelConfig",
     "OptimConfig",
+    "PerfConfig",
     "PRESETS",
     "RunConfig",
     "apply_overrides",

@@ -267,6 +267,38 @@ class OptimConfig:
 
 
 @dataclass
+class PerfConfig:
+    """Speed switches. Each one leaves the algorithm unchanged (tests compare it with the
+    plain eager path)."""
+
+    fused_adam: bool = True
+    """Adam's fused kernel (one kernel for all parameters instead of one per tensor)."""
+    shifted_gae: bool = False
+    """One critic pass over T+1 steps for GAE instead of two passes over T (torchrl's
+    shifted=True); exact, with room for one time-limit reset per max_steps in each row."""
+    compile_update: bool = False
+    """torch.compile the update step (loss, backward, clipping, optimiser step)."""
+    cudagraph_update: bool = False
+    """Capture the update step as a CUDA graph (tensordict's CudaGraphModule; CUDA only)."""
+    compile_policy: bool = False
+    """torch.compile the policy inside the collector."""
+    cudagraph_policy: bool = False
+    """Capture the collector's policy as a CUDA graph (CUDA only)."""
+
+    def validate(self, device: str, lr_decay: bool) -> None:
+        on_cuda = device.startswith("cuda")
+        for name in ("cudagraph_update", "cudagraph_policy"):
+            value = getattr(self, name)
+            _check(not value or on_cuda, f"perf.{name}", value, "needs device=cuda")
+        _check(
+            not (self.cudagraph_update and lr_decay),
+            "perf.cudagraph_update",
+            self.cudagraph_update,
+            "cannot be combined with optim.lr_decay (a captured graph keeps its learning rate)",
+        )
+
+
+@dataclass
 class RunConfig:
     """Everything one training run needs, one section per concern."""
 
@@ -280,6 +312,8 @@ class RunConfig:
     """Collection."""
     optim: OptimConfig = field(default_factory=OptimConfig)
     """Optimisation."""
+    perf: PerfConfig = field(default_factory=PerfConfig)
+    """Speed switches."""
     seed: int = 0
     """Seed for torch, numpy, python and the environments."""
     device: str = "cpu"
@@ -307,6 +341,7 @@ class RunConfig:
             "must be 0 (one per available core) or a positive integer",
         )
         _check_device(self.device)
+        self.perf.validate(self.device, self.optim.lr_decay)
 
 
 def _check_device(device: str) -> None:

@@ -101,6 +101,8 @@ def make_loss(
     clip_value: bool = False,
     normalize_advantage: bool = True,
     value_norm: ValueNorm | None = None,
+    shifted: bool = False,
+    shifted_budget: int = 1,
 ) -> MultiAgentPPOLoss:
     """The PPO loss of one agent group, with its :class:`~torchrl.objectives.value.MultiAgentGAE`.
 
@@ -129,6 +131,10 @@ def make_loss(
         clip_value: clip the value loss with radius ``clip_epsilon``.
         normalize_advantage: standardise advantages per agent over the batch.
         value_norm: the normaliser shared with the critic, or ``None``.
+        shifted: GAE calls the critic once over ``T + shifted_budget`` steps
+            instead of twice over ``T`` (torchrl's ``shifted=True``). Exact as
+            long as a row holds at most ``shifted_budget - 1`` truncations.
+        shifted_budget: extra critic time slots for ``shifted``.
 
     Example:
         >>> env = make_env("navigation", num_envs=2)
@@ -170,6 +176,8 @@ def make_loss(
             value_network=critic,
             average_gae=normalize_advantage,
             differentiable=False,
+            shifted=shifted,
+            shifted_budget=shifted_budget,
             agent_mask_key=keys.agent_mask,
         ),
     )
