@@ -10,9 +10,12 @@ from mappo_torchrl.config.io import (
     to_dict,
 )
 from mappo_torchrl.config.schema import (
+    CheckpointConfig,
     CollectorConfig,
     ConfigError,
     EnvConfig,
+    EvalConfig,
+    LoggerConfig,
     LossConfig,
     ModelConfig,
     OptimConfig,
@@ -20,9 +23,12 @@ from mappo_torchrl.config.schema import (
 )
 
 __all__ = [
+    "CheckpointConfig",
     "CollectorConfig",
     "ConfigError",
     "EnvConfig",
+    "EvalConfig",
+    "LoggerConfig",
     "LossConfig",
     "ModelConfig",
     "OptimConfig",
