@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -81,8 +82,10 @@ def make_logger(
         )
     from torchrl.record.loggers import MLFlowLogger
 
-    logger = MLFlowLogger(exp_name=config.project, tracking_uri=(run_dir / "mlruns").as_uri())
-    return logger
+    # A local file store needs no server and no database driver (mlflow-skinny has
+    # none); MLflow 3 keeps it, in maintenance mode, behind this opt-in.
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    return MLFlowLogger(exp_name=config.project, tracking_uri=(run_dir / "mlruns").as_uri())
 
 
 class MetricsLogger:
