@@ -79,3 +79,24 @@ def test_optional_backend_writes_its_files(tmp_path, backend, monkeypatch):
         assert len(runs) == 1
         assert "train/episode_return" in runs[0].data.metrics
         assert "eval/episode_return" in runs[0].data.metrics
+
+
+def test_every_logged_metric_is_documented_in_docs_metrics_md(tmp_path):
+    import re
+    from pathlib import Path
+
+    from conftest import tiny_config
+
+    from mappo_torchrl.training import Trainer
+    from mappo_torchrl.training.rundir import RunDir
+    from mappo_torchrl.training.session import TrainingRun
+
+    table = (Path(__file__).parents[1] / "docs" / "metrics.md").read_text()
+    documented = set(re.findall(r"^\| `([^`]+)` \|", table, flags=re.MULTILINE))
+    cfg = tiny_config(env={"scenario": "simple_tag", "max_steps": 5})
+    cfg.eval.interval = 1
+    history = TrainingRun(Trainer(cfg), RunDir.create(tmp_path / "run", cfg)).train(progress=False)
+    for name in history[-1]:
+        # Several groups: train/<group>/x is documented as train/x, eval/<group>/x too.
+        general = re.sub(r"^(train|eval)/(adversary|agent)/", r"\1/", name)
+        assert general in documented, name
