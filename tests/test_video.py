@@ -127,6 +127,52 @@ def test_mappo_eval_video_is_a_playable_mp4(launcher, trained_run, tmp_path):
     assert f"video of episode 1 -> {out}" in done.stdout
     # The untrained-length episode runs to max_steps=10: 10 steps, 11 frames.
     assert probe(out) == {"codec": "h264", "size": (700, 700), "frames": 11}
+    # Rendering does not change the episodes: the same table as without --video.
+    plain = subprocess.run(
+        [sys.executable, "-m", "mappo_torchrl.cli.main", "eval", str(trained_run),
+         "--episodes", "2"],
+        capture_output=True, text=True, timeout=600, check=True,
+    ).stdout  # fmt: skip
+    assert _table(done.stdout) == _table(plain)
+
+
+def _table(out: str) -> list[str]:
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("group"))
+    return lines[start : start + 7]
+
+
+SPEC_RESETS_THE_ENV = """
+import torch
+from torchrl.record import PixelRenderTransform
+from mappo_torchrl.envs import make_env
+from mappo_torchrl.viz.video import add_renderer
+
+def start(env):
+    env.set_seed(7)
+    torch.manual_seed(0)  # the random actions
+    return env.rollout(3, break_when_any_done=False)["next", "agents", "observation"]
+
+plain = start(make_env("navigation", num_envs=2, seed=0))
+raw = make_env("navigation", num_envs=2, seed=0)
+raw.append_transform(PixelRenderTransform(mode="rgb_array"))
+ours = add_renderer(make_env("navigation", num_envs=2, seed=0))
+print("torchrl", torch.equal(plain, start(raw)), "ours", torch.equal(plain, start(ours)))
+"""
+
+
+def test_torchrl_pixel_render_spec_resets_the_env_inside_a_reset(launcher):
+    """torchrl 0.14 bug: computing PixelRenderTransform's spec resets the env.
+
+    Computed lazily, inside the next reset, it resets the env twice: the seeded
+    first episode is lost. add_renderer computes the spec up front.
+    """
+    done = subprocess.run(
+        [*launcher, sys.executable, "-c", SPEC_RESETS_THE_ENV],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-4:] == ["torchrl", "False", "ours", "True"]
 
 
 def test_training_writes_a_video_every_k_evaluations(launcher, tmp_path):

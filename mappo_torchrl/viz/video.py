@@ -43,6 +43,10 @@ def add_renderer(env: EnvBase) -> TransformedEnv:
             f"VMAS cannot render here ({first}); install the GL libraries "
             "(apt-get install libgl1 libglu1-mesa xvfb) and run under 'xvfb-run -a'"
         ) from None
+    # torchrl 0.14: PixelRenderTransform computes its spec by resetting the env. Left
+    # to happen lazily it happens inside the next reset (StepCounter reads the spec
+    # there), which then resets the env twice and loses the seeded episode. Compute it now.
+    _ = env.observation_spec
     return env
 
 
