@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from mappo_torchrl.cli import train
+from mappo_torchrl.cli import eval as eval_command
+from mappo_torchrl.cli import plot, train
 from mappo_torchrl.cli.options import OneLineParser
 
 
@@ -19,6 +20,8 @@ def build_parser() -> OneLineParser:
         dest="command", metavar="COMMAND", parser_class=OneLineParser, required=True
     )
     train.add_parser(subparsers)
+    eval_command.add_parser(subparsers)
+    plot.add_parser(subparsers)
     scenarios = subparsers.add_parser("scenarios", help="list the VMAS scenario names")
     scenarios.set_defaults(func=_list_scenarios)
     return parser

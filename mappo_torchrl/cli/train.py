@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
+import signal
 import statistics
-import time
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 from mappo_torchrl.cli.options import add_config_options, config_overrides, fail
 from mappo_torchrl.config import (
@@ -14,11 +19,27 @@ from mappo_torchrl.config import (
     apply_overrides,
     apply_preset,
     flatten,
+    load_config,
     read_config_file,
 )
 from mappo_torchrl.envs import check_scenario
 from mappo_torchrl.training import Trainer
-from mappo_torchrl.training.rundir import RunDir, RunDirError, default_run_dir
+from mappo_torchrl.training.checkpoint import (
+    CheckpointError,
+    latest_checkpoint,
+    load_checkpoint,
+    load_trainer_state,
+)
+from mappo_torchrl.training.loggers import LoggerUnavailable, check_logger_backend, make_logger
+from mappo_torchrl.training.rundir import (
+    CONFIG_FILE,
+    RunDir,
+    RunDirError,
+    default_run_dir,
+    read_metrics,
+    read_status,
+)
+from mappo_torchrl.training.session import StopRequested, TrainingRun
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -28,7 +49,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Train MAPPO on a VMAS scenario. Options are read from the defaults, "
             "then --preset, then --config, then --scenario and the --section.field options. "
-            "The run directory gets config.yaml, metrics.csv and status.json."
+            "The run directory gets config.yaml, metrics.csv, status.json and checkpoints/; "
+            "--resume RUN_DIR continues a stopped run exactly where its last checkpoint left it. "
+            "Ctrl-C stops after the current iteration, with a checkpoint."
         ),
     )
     parser.add_argument(
@@ -51,6 +74,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace --run-dir if it already holds a run"
     )
+    parser.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR from its newest checkpoint, with its saved config",
+    )
+    parser.add_argument(
+        "--logger",
+        metavar="NAME",
+        help="csv, tensorboard, wandb or mlflow (same as --logger.backend; default: csv)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_config_options(parser)
     parser.set_defaults(func=run)
@@ -66,6 +99,8 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     overrides = config_overrides(args)
     if args.scenario is not None:
         overrides["env.scenario"] = args.scenario
+    if args.logger is not None:
+        overrides["logger.backend"] = args.logger
     config = apply_overrides(config, overrides)
     config.validate()
     check_scenario(config.env.scenario)
@@ -73,37 +108,140 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.resume is not None:
+        return resume(args)
     try:
         config = resolve_config(args)
+        _check_extras(config)
         run_dir = RunDir.create(
             args.run_dir or default_run_dir(config), config, overwrite=args.overwrite
         )
     except ConfigError as err:
         fail(f"mappo train: error: --{err}")
-    except (ValueError, RunDirError) as err:
+    except (ValueError, RunDirError, LoggerUnavailable) as err:
         fail(f"mappo train: error: {err}")
     print(f"mappo: training {config.env.scenario} -> {run_dir.path}")
     trainer = Trainer(config)
-    start = time.perf_counter()
+    logger = make_logger(config.logger, run_dir.path, exp_name=run_dir.path.name)
+    return _train(TrainingRun(trainer, run_dir, logger=logger), progress=not args.no_progress)
+
+
+def resume(args: argparse.Namespace) -> int:
+    """``mappo train --resume RUN_DIR``: check everything, then continue the run.
+
+    Nothing in RUN_DIR is changed until the checkpoint has loaded into a
+    trainer built from the run's config.
+    """
+    given = [f"--{name}" for name in config_overrides(args)]
+    given += [
+        f"--{flag.replace('_', '-')}"
+        for flag in ("scenario", "config", "run_dir", "overwrite", "logger")
+        if getattr(args, flag) not in (None, False)
+    ]
+    if given:
+        fail(
+            f"mappo train: error: --resume continues a run with its saved config; "
+            f"drop {', '.join(given)}"
+        )
+    path = Path(args.resume)
     try:
-        history = trainer.train(progress=not args.no_progress, callbacks=[run_dir.log_metrics])
+        if not (path / CONFIG_FILE).is_file():
+            raise RunDirError(f"--resume={str(path)!r}: not a run directory (no {CONFIG_FILE})")
+        status = read_status(path).get("status")
+        if status == "finished":
+            raise RunDirError(
+                f"--resume={str(path)!r}: the run has finished; nothing to resume "
+                "(start a new run with --run-dir)"
+            )
+        config = load_config(path / CONFIG_FILE)
+        config.validate()
+        check_logger_backend(config.logger.backend)
+        checkpoint = latest_checkpoint(path)
+        state = load_checkpoint(checkpoint)
+        trainer = Trainer(config)
+        load_trainer_state(trainer, state, source=f"checkpoint {str(checkpoint)!r}")
+    except ConfigError as err:
+        fail(f"mappo train: error: --resume: {path / CONFIG_FILE}: {err}")
+    except CheckpointError as err:
+        fail(f"mappo train: error: --resume: {err}")
+    except (ValueError, RunDirError, LoggerUnavailable) as err:
+        fail(f"mappo train: error: {err}")
+    extra = state.get("extra", {})
+    run_dir = RunDir.reopen(path, keep_through=trainer.iteration)
+    run_dir.write_status("running", resumed_from=checkpoint.name)
+    print(f"mappo: resuming {path} from {checkpoint.name} (iteration {trainer.iteration})")
+    logger = make_logger(config.logger, path, exp_name=path.name, state=extra.get("logger"))
+    session = TrainingRun(trainer, run_dir, logger=logger, elapsed_s=extra.get("elapsed_s", 0.0))
+    return _train(session, progress=not args.no_progress)
+
+
+def _check_extras(config: RunConfig) -> None:
+    """Fail before anything starts if the chosen logger or video needs a missing package."""
+    check_logger_backend(config.logger.backend)
+    if config.eval.video_interval > 0:
+        from mappo_torchrl.viz.video import VideoUnavailable, video_format
+
+        try:
+            video_format("video.mp4")
+        except VideoUnavailable as err:
+            raise ValueError(f"eval.video_interval={config.eval.video_interval}: {err}") from None
+
+
+def _train(session: TrainingRun, *, progress: bool) -> int:
+    trainer, run_dir = session.trainer, session.run_dir
+    try:
+        with _ctrl_c_stops(session):
+            session.train(progress=progress)
+    except StopRequested:
+        run_dir.write_status("interrupted", iteration=trainer.iteration, frames=trainer.frames)
+        print(
+            f"\nmappo: stopped after iteration {trainer.iteration} ({trainer.frames} frames), "
+            f"checkpoint saved; continue with: mappo train --resume {run_dir.path}"
+        )
+        return 130
     except KeyboardInterrupt:
         run_dir.write_status("interrupted", iteration=trainer.iteration, frames=trainer.frames)
-        print(f"\nmappo: interrupted at {trainer.frames} frames; metrics in {run_dir.path}")
+        print(
+            f"\nmappo: interrupted during iteration {trainer.iteration + 1}; "
+            f"continue from the last checkpoint with: mappo train --resume {run_dir.path}"
+        )
         return 130
-    wall = time.perf_counter() - start
-    last = history[-5:]
+    rows = read_metrics(run_dir.path)
+    last = rows[-5:]
     final = statistics.fmean(m["train/episode_return"] for m in last)
+    final_eval = rows[-1].get("eval/episode_return", math.nan)
+    wall = session.elapsed()
     run_dir.write_status(
         "finished",
         iteration=trainer.iteration,
         frames=trainer.frames,
         final_episode_return=final,
+        final_eval_return=final_eval,
         wall_time_s=round(wall, 1),
     )
     print(
         f"mappo: done: {trainer.frames} frames in {wall:.0f} s; "
         f"mean episode return over the last {len(last)} iterations: {final:.3f}; "
-        f"run: {run_dir.path}"
+        f"final evaluation: {final_eval:.3f}; run: {run_dir.path}"
     )
     return 0
+
+
+@contextlib.contextmanager
+def _ctrl_c_stops(session: TrainingRun) -> Iterator[None]:
+    """First Ctrl-C: stop after this iteration, with a checkpoint. Second: stop now."""
+
+    def handler(signum, frame):
+        if session.stop_requested:
+            raise KeyboardInterrupt
+        session.request_stop()
+        print(
+            "\nmappo: stopping after this iteration (Ctrl-C again to stop at once)",
+            file=sys.stderr,
+        )
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -13,9 +13,12 @@ from mappo_torchrl.config.io import (
 )
 from mappo_torchrl.config.presets import PRESETS, apply_preset
 from mappo_torchrl.config.schema import (
+    CheckpointConfig,
     CollectorConfig,
     ConfigError,
     EnvConfig,
+    EvalConfig,
+    LoggerConfig,
     LossConfig,
     ModelConfig,
     OptimConfig,
@@ -24,9 +27,12 @@ from mappo_torchrl.config.schema import (
 )
 
 __all__ = [
+    "CheckpointConfig",
     "CollectorConfig",
     "ConfigError",
     "EnvConfig",
+    "EvalConfig",
+    "LoggerConfig",
     "LossConfig",
     "ModelConfig",
     "OptimConfig",

@@ -298,6 +298,72 @@ class PerfConfig:
         )
 
 
+LOGGERS = ("csv", "tensorboard", "wandb", "mlflow")
+
+
+@dataclass
+class EvalConfig:
+    """Periodic evaluation of the policy on a separate env."""
+
+    interval: int = 10
+    """Evaluate every this many iterations, and after the last one (0: only after the last)."""
+    episodes: int = 20
+    """Episodes per evaluation, run side by side in as many vectorised envs."""
+    seed: int = 1000
+    """Seed of the evaluation env, separate from the run's: every evaluation plays the same
+    episodes, so curves differ only by the policy."""
+    deterministic: bool = True
+    """Act with the policy's mode (true) or sample actions (false)."""
+    video_interval: int = 0
+    """Render one evaluation episode to RUN_DIR/videos every this many evaluations (0: never;
+    needs the video extra and a display, e.g. xvfb-run)."""
+
+    def validate(self) -> None:
+        _check(
+            self.interval >= 0, "eval.interval", self.interval, "must be 0 or a positive integer"
+        )
+        _check(self.episodes > 0, "eval.episodes", self.episodes, "must be a positive integer")
+        _check(
+            self.video_interval >= 0,
+            "eval.video_interval",
+            self.video_interval,
+            "must be 0 or a positive integer",
+        )
+
+
+@dataclass
+class CheckpointConfig:
+    """Checkpoints that resume a run exactly."""
+
+    interval: int = 10
+    """Save every this many iterations, and after the last one (0: only after the last and on
+    Ctrl-C)."""
+    keep: int = 3
+    """How many of the newest checkpoints to keep."""
+
+    def validate(self) -> None:
+        _check(
+            self.interval >= 0,
+            "checkpoint.interval",
+            self.interval,
+            "must be 0 or a positive integer",
+        )
+        _check(self.keep > 0, "checkpoint.keep", self.keep, "must be a positive integer")
+
+
+@dataclass
+class LoggerConfig:
+    """Where metrics go, besides RUN_DIR/metrics.csv."""
+
+    backend: str = "csv"
+    """csv (metrics.csv only), tensorboard, wandb (offline) or mlflow (a local file store)."""
+    project: str = "mappo"
+    """W&B project or MLflow experiment name."""
+
+    def validate(self) -> None:
+        _choice("logger.backend", self.backend, LOGGERS)
+
+
 @dataclass
 class RunConfig:
     """Everything one training run needs, one section per concern."""
@@ -321,6 +387,12 @@ class RunConfig:
     threads: int = 1
     """torch threads on CPU; 0 means one per core this process may use. More threads speed up
     the update on an idle machine, but threads competing for busy cores slow VMAS down badly."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Evaluation."""
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    """Checkpoints."""
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    """Logging."""
 
     def validate(self, *, num_envs: int | None = None) -> None:
         """Raise :class:`ConfigError` on the first value that is not allowed.
@@ -334,6 +406,9 @@ class RunConfig:
         self.loss.validate()
         self.collector.validate(self.env.num_envs if num_envs is None else num_envs)
         self.optim.validate(self.collector.frames_per_batch)
+        self.eval.validate()
+        self.checkpoint.validate()
+        self.logger.validate()
         _check(
             self.threads >= 0,
             "threads",

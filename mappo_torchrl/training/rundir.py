@@ -68,20 +68,57 @@ class RunDir:
         run.write_status("running")
         return run
 
+    @classmethod
+    def reopen(cls, path: str | Path, *, keep_through: int) -> RunDir:
+        """Continue writing a run from iteration ``keep_through`` on.
+
+        Rows of ``metrics.csv`` after that iteration (written after the
+        checkpoint being resumed from) are dropped; the resumed run writes
+        them again.
+        """
+        run = cls(Path(path))
+        file = run.path / METRICS_FILE
+        if file.is_file():
+            with file.open(newline="") as f:
+                reader = csv.DictReader(f)
+                columns = list(reader.fieldnames or [])
+                rows = [r for r in reader if float(r["iteration"]) <= keep_through]
+            run._rewrite(columns, rows)
+        return run
+
     def write_status(self, status: str, **extra: Any) -> None:
         """Atomically record the run's status (and any extra fields)."""
         payload = {"status": status, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
         atomic_write_text(self.path / STATUS_FILE, json.dumps(payload, indent=2) + "\n")
 
     def log_metrics(self, metrics: dict[str, float]) -> None:
-        """Append one iteration's metrics to ``metrics.csv``."""
+        """Append one iteration's metrics to ``metrics.csv``.
+
+        A metric that first appears after the first row (``eval/*``, written
+        every few iterations) adds a column: the file is rewritten with it,
+        and earlier rows get ``nan`` there.
+        """
         file = self.path / METRICS_FILE
         if self._columns is None:
-            self._columns = list(metrics)
-            with file.open("w", newline="") as f:
-                csv.writer(f).writerow(self._columns)
+            self._rewrite(list(metrics), [])
+        new = [name for name in metrics if name not in self._columns]
+        if new:
+            with file.open(newline="") as f:
+                rows = list(csv.DictReader(f))
+            self._rewrite([*self._columns, *new], rows)
         with file.open("a", newline="") as f:
             csv.writer(f).writerow([_fmt(metrics.get(c, math.nan)) for c in self._columns])
+
+    def _rewrite(self, columns: list[str], rows: list[dict[str, str]]) -> None:
+        file = self.path / METRICS_FILE
+        tmp = file.with_name(f".{file.name}.tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(columns)
+            for row in rows:
+                writer.writerow([row.get(c) or "nan" for c in columns])
+        os.replace(tmp, file)
+        self._columns = columns
 
 
 def read_status(path: str | Path) -> dict[str, Any]:

@@ -1,0 +1,162 @@
+"""``mappo eval``: play a checkpoint's policy and print its returns (and a video)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import torch
+from tensordict.nn import TensorDictSequential
+
+from mappo_torchrl.cli.options import fail
+from mappo_torchrl.config import ConfigError, RunConfig, from_dict
+from mappo_torchrl.training.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
+from mappo_torchrl.training.evaluation import EpisodeResults, Evaluation
+from mappo_torchrl.training.groups import make_group_learner
+from mappo_torchrl.training.seeding import set_threads
+from mappo_torchrl.training.trainer import make_run_env
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "eval",
+        help="evaluate a checkpoint: returns per agent and team, optionally a video",
+        description=(
+            "Load a checkpoint (a run directory's newest, or a ckpt-*.pt file), play N "
+            "episodes side by side and print each agent's and the team's return. "
+            "--video renders the first episode (mp4; gif without the video extra)."
+        ),
+    )
+    parser.add_argument("source", metavar="RUN_DIR|CHECKPOINT", help="run directory or .pt file")
+    parser.add_argument("--episodes", type=int, default=20, metavar="N", help="default: 20")
+    parser.add_argument(
+        "--stochastic", action="store_true", help="sample actions instead of taking the mode"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=None, metavar="N", help="default: the run's eval.seed"
+    )
+    parser.add_argument("--video", metavar="FILE", help="write the first episode to FILE (.mp4)")
+    parser.add_argument("--device", default="cpu", help="default: cpu")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.episodes <= 0:
+        fail(f"mappo eval: error: --episodes={args.episodes}: must be a positive integer")
+    try:
+        path = _checkpoint_path(Path(args.source))
+        state = load_checkpoint(path)
+        config = from_dict(state["config"])
+        config = dataclasses.replace(config, device=args.device)
+        config.validate()
+    except (CheckpointError, ConfigError) as err:
+        fail(f"mappo eval: error: {err}")
+    if args.video:
+        from mappo_torchrl.viz.video import VideoUnavailable, video_format
+
+        try:
+            video_format(args.video)
+        except VideoUnavailable as err:
+            fail(f"mappo eval: error: --video={args.video!r}: {err}")
+    seed = config.eval.seed if args.seed is None else args.seed
+    set_threads(config.threads, torch.device(config.device))
+    evaluation = _evaluation(config, state, path, args, seed)
+    try:
+        results = evaluation.run()
+    except Exception as err:
+        from mappo_torchrl.viz.video import VideoUnavailable
+
+        if isinstance(err, VideoUnavailable):
+            fail(f"mappo eval: error: --video: {err}")
+        raise
+    mode = "stochastic" if args.stochastic else "deterministic"
+    print(
+        f"mappo eval: {path} ({config.env.scenario}, iteration {state['iteration']}, "
+        f"{state['frames']} frames): {args.episodes} {mode} episodes, seed {seed}"
+    )
+    print(format_table(results))
+    if args.video:
+        from mappo_torchrl.viz.video import write_video
+
+        written = write_video(args.video, results.frames)
+        note = "" if written.suffix == Path(args.video).suffix else " (no mp4 encoder: gif)"
+        print(f"mappo eval: video of episode 1 -> {written}{note}")
+    evaluation.close()
+    return 0
+
+
+def format_table(results: EpisodeResults) -> str:
+    """Per-agent and team returns (mean ± std over episodes) and episode length."""
+    rows = [("group", "agent", "return (mean ± std)")]
+    for group, returns in results.returns.items():
+        for i, name in enumerate(results.agent_names[group]):
+            rows.append((group, name, _pm(returns[:, i])))
+    rows.append(("team", "sum of all agents", _pm(results.team_returns)))
+    rows.append(("episode", "length (steps)", _pm(results.lengths.float())))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _pm(values: torch.Tensor) -> str:
+    std = float(values.std()) if values.numel() > 1 else 0.0
+    return f"{float(values.mean()):8.3f} ± {std:.3f}"
+
+
+def _checkpoint_path(source: Path) -> Path:
+    if source.is_dir():
+        return latest_checkpoint(source)
+    if not source.exists():
+        raise CheckpointError(f"{str(source)!r}: no such run directory or checkpoint file")
+    return source
+
+
+def _evaluation(
+    config: RunConfig, state: dict, path: Path, args: argparse.Namespace, seed: int
+) -> Evaluation:
+    """An :class:`Evaluation` of the checkpoint's actors (a one-line exit if they do not fit)."""
+
+    def make_env(num_envs: int, env_seed: int):
+        env_config = dataclasses.replace(
+            config, env=dataclasses.replace(config.env, num_envs=num_envs)
+        )
+        env = make_run_env(env_config, seed=env_seed)
+        if args.video:
+            from mappo_torchrl.viz.video import add_renderer
+
+            env = add_renderer(env)
+        return env
+
+    # The spec-only env for building the networks; the evaluation builds its own.
+    spec_env = make_run_env(
+        dataclasses.replace(config, env=dataclasses.replace(config.env, num_envs=1))
+    )
+    actors = []
+    try:
+        for group in spec_env.group_map:
+            learner = make_group_learner(
+                spec_env,
+                group,
+                model=config.model,
+                loss=config.loss,
+                optim=config.optim,
+                perf=config.perf,
+                device=config.device,
+            )
+            learner.loss.load_state_dict(state["groups"][group]["loss"])
+            actors.append(learner.actor)
+    except (RuntimeError, KeyError) as err:
+        first = (str(err).strip() or type(err).__name__).splitlines()[0][:200]
+        fail(f"mappo eval: error: checkpoint {str(path)!r} does not fit its config ({first})")
+    finally:
+        spec_env.close()
+    return Evaluation(
+        make_env,
+        TensorDictSequential(*actors),
+        episodes=args.episodes,
+        max_steps=config.env.max_steps,
+        seed=seed,
+        deterministic=not args.stochastic,
+    )

@@ -1,0 +1,249 @@
+"""Checkpoints that continue a run exactly where it stopped.
+
+A checkpoint is taken between two iterations and holds everything the next
+iteration reads:
+
+- each group's loss module (actor, critic and value normaliser) and optimisers,
+  and the learning-rate schedulers;
+- the collector: its counters, and the tensordict it acts on next (the last
+  observation, running episode returns and step counts of
+  :class:`~torchrl.envs.RewardSum` / :class:`~torchrl.envs.StepCounter`);
+- the VMAS simulation (:mod:`mappo_torchrl.envs.snapshot`);
+- every random stream (:mod:`mappo_torchrl.training.rng`);
+- the iteration and frame counters and the config.
+
+The replay buffer is not saved: the trainer empties it at the start of every
+update, so nothing in it outlives an iteration.
+
+Files are written to a temporary name and renamed, so a crash leaves either
+the old or the new checkpoint, never half of one. They load with
+``torch.load(weights_only=True)``: no pickled code runs when reading one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from mappo_torchrl.config import to_dict
+from mappo_torchrl.envs.snapshot import EnvStateError, load_vmas_state, vmas_state
+from mappo_torchrl.training.rng import rng_state, set_rng_state
+
+if TYPE_CHECKING:
+    from mappo_torchrl.training.trainer import Trainer
+
+CHECKPOINT_DIR = "checkpoints"
+FORMAT = 1
+_NAME = re.compile(r"ckpt-(\d+)\.pt")
+#: Options that may differ between a checkpoint and the run that loads it.
+_FREE_OPTIONS = ("device", "threads")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be used: missing, unreadable or for another run (one line)."""
+
+
+def trainer_state(trainer: Trainer, **extra: Any) -> dict[str, Any]:
+    """Everything needed to continue ``trainer`` exactly, as ``torch.save``-able data.
+
+    ``extra`` holds plain values to keep alongside (e.g. the elapsed wall time).
+    """
+    collector = trainer.collector
+    return {
+        "format": FORMAT,
+        "config": to_dict(trainer.config),
+        "iteration": trainer.iteration,
+        "frames": trainer.frames,
+        "groups": {
+            name: {
+                "loss": group.loss.state_dict(),
+                "actor_optim": group.actor_optim.state_dict(),
+                "critic_optim": group.critic_optim.state_dict(),
+            }
+            for name, group in trainer.groups.items()
+        },
+        "schedulers": [s.state_dict() for s in trainer.schedulers],
+        "collector": collector.state_dict(),
+        # Collector.state_dict leaves out the tensordict it acts on next.
+        "carrier": collector._carrier.to_dict(),
+        "env": vmas_state(trainer.env),
+        "rng": rng_state(),
+        "extra": extra,
+    }
+
+
+def load_trainer_state(trainer: Trainer, state: dict[str, Any], *, source: str = "") -> None:
+    """Put ``trainer`` back in the state :func:`trainer_state` recorded.
+
+    Raises:
+        CheckpointError: if the state was written for another config (another
+            scenario, other network sizes...) or does not fit the trainer.
+    """
+    where = f"{source}: " if source else ""
+    _check_config(state["config"], to_dict(trainer.config), where)
+    if set(state["groups"]) != set(trainer.groups):
+        raise CheckpointError(
+            f"{where}agent groups {sorted(state['groups'])} do not match this run's "
+            f"{sorted(trainer.groups)}"
+        )
+    try:
+        for name, group in trainer.groups.items():
+            saved = state["groups"][name]
+            group.loss.load_state_dict(saved["loss"])
+            group.actor_optim.load_state_dict(saved["actor_optim"])
+            group.critic_optim.load_state_dict(saved["critic_optim"])
+        for scheduler, saved in zip(trainer.schedulers, state["schedulers"], strict=True):
+            scheduler.load_state_dict(saved)
+        _load_collector(trainer.collector, state["collector"], state["carrier"])
+        load_vmas_state(trainer.env, state["env"])
+    except (RuntimeError, ValueError, KeyError, EnvStateError) as err:
+        raise CheckpointError(f"{where}does not fit this run ({_first_line(err)})") from None
+    trainer.iteration = state["iteration"]
+    trainer.frames = state["frames"]
+    # Last: loading may itself have drawn random numbers.
+    set_rng_state(state["rng"])
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """Write ``state`` to ``path`` atomically (temporary file, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint file; any problem is a one-line :class:`CheckpointError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r}: no such file")
+    try:
+        # torch.load does not check the zip's CRCs: flipped bytes would load silently.
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+        if damaged is not None:
+            raise ValueError(f"{damaged} fails its checksum")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is truncated or corrupt ({_first_line(err)})"
+        ) from None
+    except Exception as err:  # e.g. UnpicklingError from a file that is not a checkpoint
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is not a mappo checkpoint ({_first_line(err)})"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {str(path)!r} is not a mappo checkpoint")
+    return state
+
+
+def checkpoint_files(run_dir: str | Path) -> list[Path]:
+    """The run's checkpoints, oldest first."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.fullmatch(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path:
+    """The newest checkpoint of a run.
+
+    Raises:
+        CheckpointError: if the run has none.
+    """
+    files = checkpoint_files(run_dir)
+    if not files:
+        raise CheckpointError(
+            f"{str(run_dir)!r} has no checkpoint (no {CHECKPOINT_DIR}/ckpt-*.pt files)"
+        )
+    return files[-1]
+
+
+class Checkpointer:
+    """Writes ``RUN_DIR/checkpoints/ckpt-<iteration>.pt`` and keeps the last ``keep``.
+
+    Args:
+        run_dir: the run directory.
+        trainer: the trainer to save.
+        interval: save every ``interval`` iterations (0: only when asked).
+        keep: how many checkpoints to keep (older ones are deleted).
+    """
+
+    def __init__(self, run_dir: str | Path, trainer: Trainer, *, interval: int, keep: int) -> None:
+        self.folder = Path(run_dir) / CHECKPOINT_DIR
+        self.trainer = trainer
+        self.interval = interval
+        self.keep = keep
+
+    def due(self) -> bool:
+        """Whether the iteration just finished is one to save."""
+        last = self.trainer.iteration >= self.trainer.num_iterations
+        return last or (self.interval > 0 and self.trainer.iteration % self.interval == 0)
+
+    def save(self, **extra: Any) -> Path:
+        """Save the trainer now and drop checkpoints beyond ``keep``."""
+        path = self.folder / f"ckpt-{self.trainer.iteration:06d}.pt"
+        save_checkpoint(trainer_state(self.trainer, **extra), path)
+        for old in checkpoint_files(self.folder.parent)[: -self.keep]:
+            old.unlink(missing_ok=True)
+        return path
+
+
+def _load_collector(collector, saved: dict[str, Any], carrier: dict[str, Any]) -> None:
+    collector.load_state_dict(saved)
+    current = collector._carrier
+    # A fresh carrier holds the reset's keys; the saved one also the last policy outputs.
+    missing = set(current.keys(True, True)) - set(_nested_keys(carrier))
+    if missing:
+        raise ValueError(f"the saved rollout state lacks {sorted(map(str, missing))}")
+    # Updated in place from a plain dict, so nested tensordicts keep their batch sizes.
+    current.update(carrier)
+    if "traj_pool" in saved:
+        # load_state_dict drew fresh trajectory ids for a new carrier; the saved
+        # carrier continues the old trajectories, so undo that draw.
+        collector._traj_pool.load_state_dict(saved["traj_pool"])
+
+
+def _nested_keys(data: dict[str, Any], prefix: tuple[str, ...] = ()) -> list:
+    keys = []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            keys += _nested_keys(value, (*prefix, key))
+        else:
+            keys.append((*prefix, key) if prefix else key)
+    return keys
+
+
+def _check_config(saved: dict[str, Any], current: dict[str, Any], where: str) -> None:
+    for option, (theirs, ours) in _differences(saved, current).items():
+        if option in _FREE_OPTIONS:
+            continue
+        raise CheckpointError(
+            f"{where}written for {option}={theirs!r}, but this run has {option}={ours!r}"
+        )
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> dict[str, tuple[Any, Any]]:
+    """``{dotted option: (a's value, b's value)}`` for the leaves where two configs differ."""
+    if isinstance(a, dict) and isinstance(b, dict) and prefix != "env.scenario_kwargs.":
+        out = {}
+        for key in dict.fromkeys([*a, *b]):
+            out.update(_differences(a.get(key), b.get(key), f"{prefix}{key}."))
+        return out
+    return {} if a == b else {prefix.rstrip("."): (a, b)}
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip() or type(err).__name__
+    return text.splitlines()[0][:200]

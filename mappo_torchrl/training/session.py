@@ -1,0 +1,164 @@
+"""A run around the trainer: evaluate, log and checkpoint after each iteration.
+
+:class:`TrainingRun` hooks into :meth:`Trainer.train` as one callback that,
+after every iteration, in this order:
+
+1. evaluates when due (every ``eval.interval`` iterations and after the last),
+   adding ``eval/*`` metrics, and writes a video every
+   ``eval.video_interval`` evaluations;
+2. stamps ``time/elapsed_s`` (wall time of the whole run, across resumes);
+3. logs the metrics (metrics.csv and the TorchRL logger);
+4. saves a checkpoint when due, or when a stop was requested (Ctrl-C), and
+   then stops.
+
+The trainer's own loop is untouched, and evaluation never moves a random
+stream that training reads (:mod:`mappo_torchrl.training.evaluation`), so a
+run trains the same with or without evaluations, and a resumed run the same
+as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+from torchrl.record.loggers import Logger
+
+from mappo_torchrl.training.checkpoint import Checkpointer
+from mappo_torchrl.training.evaluation import Evaluation
+from mappo_torchrl.training.loggers import MetricsLogger
+from mappo_torchrl.training.rundir import RunDir
+from mappo_torchrl.training.trainer import Metrics, Trainer, make_run_env
+
+
+class StopRequested(Exception):
+    """Raised after the checkpoint that follows a stop request."""
+
+
+class TrainingRun:
+    """Trains ``trainer`` to the end, evaluating, logging and checkpointing on the way.
+
+    Args:
+        trainer: a new trainer, or one loaded from a checkpoint.
+        run_dir: where metrics, checkpoints and videos go.
+        logger: a TorchRL logger besides metrics.csv, or ``None``.
+        elapsed_s: wall time already spent (when resuming).
+
+    Example:
+        >>> run = TrainingRun(Trainer(cfg), RunDir.create("runs/x", cfg))
+        >>> history = run.train()
+    """
+
+    def __init__(
+        self,
+        trainer: Trainer,
+        run_dir: RunDir,
+        *,
+        logger: Logger | None = None,
+        elapsed_s: float = 0.0,
+    ) -> None:
+        config = trainer.config
+        self.trainer = trainer
+        self.run_dir = run_dir
+        self.logger = logger
+        self.metrics_logger = MetricsLogger(run_dir, logger)
+        self.checkpointer = Checkpointer(
+            run_dir.path, trainer, interval=config.checkpoint.interval, keep=config.checkpoint.keep
+        )
+        self.video = config.eval.video_interval > 0
+        self.evaluation = Evaluation(
+            self._make_eval_env,
+            trainer.policy,
+            episodes=config.eval.episodes,
+            max_steps=config.env.max_steps,
+            seed=config.eval.seed,
+            deterministic=config.eval.deterministic,
+        )
+        self.elapsed_before = elapsed_s
+        self.started = time.perf_counter()
+        self.stop_requested = False
+
+    def train(self, *, progress: bool = True) -> list[Metrics]:
+        """Run the remaining iterations.
+
+        Raises:
+            StopRequested: if :meth:`request_stop` was called; the checkpoint
+                of the last finished iteration is written by then.
+        """
+        try:
+            return self.trainer.train(progress=progress, callbacks=[self.after_iteration])
+        finally:
+            self.evaluation.close()
+            self.metrics_logger.close()
+
+    def request_stop(self) -> None:
+        """Stop after the current iteration, with a checkpoint (what Ctrl-C does)."""
+        self.stop_requested = True
+
+    def elapsed(self) -> float:
+        """Wall time of the run so far, including earlier sessions of a resumed run."""
+        return self.elapsed_before + time.perf_counter() - self.started
+
+    def after_iteration(self, metrics: Metrics) -> None:
+        """Evaluate, log and checkpoint as due; the :meth:`Trainer.train` callback."""
+        evaluation = self._evaluation_number()
+        if evaluation is not None:
+            video = self.video and evaluation % self.trainer.config.eval.video_interval == 0
+            self.evaluation.render(video)
+            metrics.update(self.evaluation())
+            if video and self.evaluation.last.frames:
+                self._write_video(self.evaluation.last.frames)
+        metrics["time/elapsed_s"] = self.elapsed()
+        self.metrics_logger(metrics)
+        if self.checkpointer.due() or self.stop_requested:
+            self.checkpointer.save(**self.checkpoint_extra())
+        if self.stop_requested:
+            raise StopRequested
+
+    def checkpoint_extra(self) -> dict[str, Any]:
+        """What a checkpoint keeps besides the trainer: elapsed time, logger ids."""
+        extra: dict[str, Any] = {"elapsed_s": self.elapsed()}
+        if self.logger is not None:
+            extra["logger"] = _plain(self.logger.state_dict())
+        return extra
+
+    def _evaluation_number(self) -> int | None:
+        """Which evaluation (1, 2, ...) is due after this iteration, or None."""
+        interval = self.trainer.config.eval.interval
+        iteration = self.trainer.iteration
+        last = iteration >= self.trainer.num_iterations
+        if interval > 0 and iteration % interval == 0:
+            return iteration // interval
+        if last:
+            return iteration // interval + 1 if interval > 0 else 1
+        return None
+
+    def _make_eval_env(self, num_envs: int, seed: int):
+        config = dataclasses.replace(
+            self.trainer.config, env=dataclasses.replace(self.trainer.config.env, num_envs=num_envs)
+        )
+        env = make_run_env(config, seed=seed)
+        if self.video:
+            from mappo_torchrl.viz.video import add_renderer
+
+            env = add_renderer(env)
+        return env
+
+    def _write_video(self, frames) -> Path:
+        from mappo_torchrl.viz.video import write_video
+
+        name = f"eval-iter{self.trainer.iteration:06d}.mp4"
+        return write_video(self.run_dir.path / "videos" / name, frames)
+
+
+def _plain(value: Any) -> Any:
+    """Logger state as builtins only (checkpoints load with ``weights_only=True``)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)

@@ -1,0 +1,1 @@
+"""Pictures of runs: learning curves (matplotlib) and rollout videos (VMAS rendering)."""
