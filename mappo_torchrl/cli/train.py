@@ -14,6 +14,7 @@ from mappo_torchrl.training.rundir import RunDir, RunDirError, default_run_dir
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``train`` sub-command and its options to ``subparsers``."""
     parser = subparsers.add_parser(
         "train",
         help="train MAPPO on a VMAS scenario",
@@ -55,6 +56,7 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Train as ``args`` say, writing the run directory; return the exit code."""
     try:
         config = resolve_config(args)
         run_dir = RunDir.create(

@@ -54,6 +54,7 @@ class EnvConfig:
     """Extra keyword arguments for the scenario, e.g. ``{"n_agents": 4}``."""
 
     def validate(self) -> None:
+        """Raise :class:`ConfigError` on the first value that is not allowed."""
         _check(
             isinstance(self.scenario, str) and bool(self.scenario),
             "env.scenario",
@@ -103,6 +104,7 @@ class ModelConfig:
     value head 1)."""
 
     def validate(self) -> None:
+        """Raise :class:`ConfigError` on the first value that is not allowed."""
         for name in ("actor_cells", "actor_depth", "critic_cells", "critic_depth"):
             value = getattr(self, name)
             _check(value > 0, f"model.{name}", value, "must be a positive integer")
@@ -142,6 +144,7 @@ class LossConfig:
     """Decay of the popart value normaliser."""
 
     def validate(self) -> None:
+        """Raise :class:`ConfigError` on the first value that is not allowed."""
         _check(0.0 <= self.gamma <= 1.0, "loss.gamma", self.gamma, "must be in [0, 1]")
         _check(0.0 <= self.lmbda <= 1.0, "loss.lmbda", self.lmbda, "must be in [0, 1]")
         _check(self.clip_epsilon > 0, "loss.clip_epsilon", self.clip_epsilon, "must be > 0")
@@ -168,6 +171,7 @@ class CollectorConfig:
     """Environment steps for the whole run."""
 
     def validate(self, num_envs: int) -> None:
+        """Raise :class:`ConfigError` on the first value not allowed with ``num_envs`` envs."""
         _check(
             self.frames_per_batch > 0,
             "collector.frames_per_batch",
@@ -214,6 +218,7 @@ class OptimConfig:
     """Decay both learning rates linearly to zero over the run."""
 
     def validate(self, frames_per_batch: int) -> None:
+        """Raise :class:`ConfigError` on the first value not allowed with that batch size."""
         _check(
             self.num_epochs > 0, "optim.num_epochs", self.num_epochs, "must be a positive integer"
         )
@@ -236,7 +241,19 @@ class OptimConfig:
 
 @dataclass
 class RunConfig:
-    """Everything one training run needs, one section per concern."""
+    """Everything one training run needs, one section per concern.
+
+    Example:
+        >>> from mappo_torchrl.config import RunConfig
+        >>> config = RunConfig()
+        >>> config.env.scenario, config.collector.total_frames, config.model.centralized_critic
+        ('navigation', 300000, True)
+        >>> config.optim.minibatch_size = 7000
+        >>> config.validate()
+        Traceback (most recent call last):
+        ...
+        mappo_torchrl.config.schema.ConfigError: optim.minibatch_size=7000: must be at most ...
+    """
 
     env: EnvConfig = field(default_factory=EnvConfig)
     """Environment."""

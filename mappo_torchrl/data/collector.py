@@ -27,6 +27,18 @@ def make_collector(
         frames_per_batch: env steps per yielded batch, over all vectorised envs.
         total_frames: env steps after which iteration stops.
         device: where the policy runs and data is stored (defaults to the env's).
+
+    Example:
+        >>> from mappo_torchrl.data import make_collector
+        >>> from mappo_torchrl.envs import make_env
+        >>> from mappo_torchrl.models import make_actor
+        >>> env = make_env("navigation", num_envs=4, max_steps=10)
+        >>> collector = make_collector(
+        ...     env, make_actor(env, "agents"), frames_per_batch=40, total_frames=80
+        ... )
+        >>> [batch.batch_size for batch in collector]
+        [torch.Size([4, 10]), torch.Size([4, 10])]
+        >>> collector.shutdown()
     """
     device = env.device if device is None else device
     return Collector(
