@@ -73,6 +73,9 @@ autodoc_default_options = {
 autodoc_typehints = "description"
 autodoc_typehints_description_target = "documented_params"
 autodoc_preserve_defaults = True
+# An override without a docstring of its own is left out rather than shown
+# with TorchRL's, whose markup names objects these docs cannot link to.
+autodoc_inherit_docstrings = False
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False

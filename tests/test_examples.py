@@ -34,6 +34,10 @@ EXPECTED = {
         r"MAPPO +-?\d+\.\d+ ± \d+\.\d+",
         r"IPPO +-?\d+\.\d+ ± \d+\.\d+",
     ],
+    "pettingzoo_mpe.py": [
+        r"groups: \{'agent': \['agent_0', 'agent_1', 'agent_2'\]\}",
+        r"frames +200 +episode return +-?\d+\.\d+",
+    ],
     "custom_env.py": [r"actor distribution: MaskedCategorical", r"masked actions taken: 0 of \d+"],
 }
 

@@ -44,7 +44,7 @@ def test_advantage_has_per_agent_shape_and_is_standardised_per_agent(nav_env):
     adv = data["agents", "advantage"]
     assert adv.shape == (4, 10, 3, 1)
     per_agent_mean = adv.mean(dim=(0, 1))
-    per_agent_std = adv.std(dim=(0, 1))
+    per_agent_std = adv.std(dim=(0, 1), correction=0)
     assert torch.allclose(per_agent_mean, torch.zeros_like(per_agent_mean), atol=1e-5)
     assert torch.allclose(per_agent_std, torch.ones_like(per_agent_std), atol=1e-4)
 

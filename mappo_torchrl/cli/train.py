@@ -7,7 +7,15 @@ import statistics
 import time
 
 from mappo_torchrl.cli.options import add_config_options, config_overrides, fail
-from mappo_torchrl.config import ConfigError, RunConfig, apply_overrides, load_config
+from mappo_torchrl.config import (
+    PRESETS,
+    ConfigError,
+    RunConfig,
+    apply_overrides,
+    apply_preset,
+    flatten,
+    read_config_file,
+)
 from mappo_torchrl.envs import check_scenario
 from mappo_torchrl.training import Trainer
 from mappo_torchrl.training.rundir import RunDir, RunDirError, default_run_dir
@@ -20,7 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="train MAPPO on a VMAS scenario",
         description=(
             "Train MAPPO on a VMAS scenario. Options are read from the defaults, "
-            "then --config, then --scenario and the --section.field options. "
+            "then --preset, then --config, then --scenario and the --section.field options. "
             "The run directory gets config.yaml, metrics.csv and status.json."
         ),
     )
@@ -28,6 +36,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--scenario",
         metavar="NAME",
         help="VMAS scenario (same as --env.scenario; default: navigation)",
+    )
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="start from a named hyper-parameter set: "
+        + "; ".join(f"{name}: {p['source']}" for name, p in PRESETS.items()),
     )
     parser.add_argument("--config", metavar="FILE", help="YAML or JSON config file")
     parser.add_argument(
@@ -45,7 +59,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def resolve_config(args: argparse.Namespace) -> RunConfig:
     """The config a ``mappo train`` command line describes (validated)."""
-    config = load_config(args.config) if args.config else RunConfig()
+    config = RunConfig()
+    if args.preset:
+        config = apply_preset(config, args.preset)
+    if args.config:
+        config = apply_overrides(config, flatten(read_config_file(args.config)))
     overrides = config_overrides(args)
     if args.scenario is not None:
         overrides["env.scenario"] = args.scenario

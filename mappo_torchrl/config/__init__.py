@@ -3,12 +3,15 @@
 from mappo_torchrl.config.io import (
     apply_overrides,
     field_docs,
+    flatten,
     from_dict,
     iter_options,
     load_config,
+    read_config_file,
     save_config,
     to_dict,
 )
+from mappo_torchrl.config.presets import PRESETS, apply_preset
 from mappo_torchrl.config.schema import (
     CollectorConfig,
     ConfigError,
@@ -16,6 +19,7 @@ from mappo_torchrl.config.schema import (
     LossConfig,
     ModelConfig,
     OptimConfig,
+    PerfConfig,
     RunConfig,
 )
 
@@ -26,12 +30,17 @@ __all__ = [
     "LossConfig",
     "ModelConfig",
     "OptimConfig",
+    "PerfConfig",
+    "PRESETS",
     "RunConfig",
     "apply_overrides",
+    "apply_preset",
     "field_docs",
+    "flatten",
     "from_dict",
     "iter_options",
     "load_config",
+    "read_config_file",
     "save_config",
     "to_dict",
 ]

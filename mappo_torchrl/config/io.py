@@ -67,8 +67,8 @@ def from_dict(data: Mapping[str, Any], cls: type = RunConfig, prefix: str = "") 
     return cls(**kwargs)
 
 
-def load_config(path: str | Path) -> RunConfig:
-    """Load a :class:`RunConfig` from a ``.yaml``/``.yml`` or ``.json`` file."""
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The nested dict a ``.yaml``/``.yml`` or ``.json`` config file holds (only its own keys)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError("config", str(path), "no such file")
@@ -78,7 +78,30 @@ def load_config(path: str | Path) -> RunConfig:
     except (json.JSONDecodeError, yaml.YAMLError) as err:
         first_line = str(err).splitlines()[0]
         raise ConfigError("config", str(path), f"not valid YAML/JSON ({first_line})") from None
-    return from_dict(data or {})
+    data = data or {}
+    from_dict(data)  # unknown keys and wrong types fail here, naming the option
+    return data
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Load a :class:`RunConfig` from a ``.yaml``/``.yml`` or ``.json`` file.
+
+    Options the file does not set keep their defaults.
+    """
+    return from_dict(read_config_file(path))
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config dicts as ``{"section.field": value}`` (mappings in a leaf stay whole)."""
+    hints = {name for name, _, _ in iter_options()}
+    flat = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and name not in hints:
+            flat.update(flatten(value, prefix=f"{name}."))
+        else:
+            flat[name] = value
+    return flat
 
 
 def save_config(config: RunConfig, path: str | Path) -> None:

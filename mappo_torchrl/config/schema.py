@@ -35,6 +35,9 @@ def _choice(option: str, value: Any, choices: tuple[str, ...]) -> None:
     _check(value in choices, option, value, "must be one of " + ", ".join(choices))
 
 
+GROUP_MAPS = ("by_name", "all_in_one_group", "one_group_per_agent")
+
+
 @dataclass
 class EnvConfig:
     """Which environment to train on."""
@@ -52,6 +55,9 @@ class EnvConfig:
     """Continuous (TanhNormal) actions if true, discrete (categorical) actions if false."""
     scenario_kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments for the scenario, e.g. ``{"n_agents": 4}``."""
+    group_map: str = "by_name"
+    """How agents form groups (one actor, critic and loss each): by_name (VMAS groups agents
+    by name prefix), all_in_one_group or one_group_per_agent."""
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` on the first value that is not allowed."""
@@ -69,6 +75,7 @@ class EnvConfig:
             self.scenario_kwargs,
             "must be a mapping of keyword arguments",
         )
+        _choice("env.group_map", self.group_map, GROUP_MAPS)
 
 
 ACTIVATIONS = ("tanh", "relu")
@@ -99,6 +106,9 @@ class ModelConfig:
     global ``state`` entry) or agent_state (the global state plus the agent's one-hot id)."""
     feature_norm: bool = False
     """LayerNorm on the network inputs (the original code's use_feature_normalization)."""
+    death_masking: bool = True
+    """In envs whose agents can become inactive (a ``(group, "mask")`` entry), an inactive
+    agent's critic sees zeros plus its one-hot id."""
     orthogonal_init: bool = False
     """Orthogonal weight init with gains (hidden: activation gain, policy head 0.01,
     value head 1)."""
@@ -206,6 +216,9 @@ class OptimConfig:
     """PPO epochs over each batch."""
     minibatch_size: int = 400
     """Samples (time steps, each with all agents) per gradient step."""
+    num_minibatches: int = 0
+    """If positive, split each batch into this many minibatches instead (overrides
+    minibatch_size, like the original code's num_mini_batch)."""
     actor_lr: float = 5e-4
     """Adam learning rate of the actor."""
     critic_lr: float = 5e-4
@@ -223,20 +236,72 @@ class OptimConfig:
             self.num_epochs > 0, "optim.num_epochs", self.num_epochs, "must be a positive integer"
         )
         _check(
-            self.minibatch_size > 0,
-            "optim.minibatch_size",
-            self.minibatch_size,
-            "must be a positive integer",
+            self.num_minibatches >= 0,
+            "optim.num_minibatches",
+            self.num_minibatches,
+            "must be 0 (use optim.minibatch_size) or a positive integer",
         )
         _check(
-            self.minibatch_size <= frames_per_batch,
-            "optim.minibatch_size",
-            self.minibatch_size,
+            self.num_minibatches <= frames_per_batch,
+            "optim.num_minibatches",
+            self.num_minibatches,
             f"must be at most collector.frames_per_batch ({frames_per_batch})",
         )
+        if self.num_minibatches == 0:
+            _check(
+                self.minibatch_size > 0,
+                "optim.minibatch_size",
+                self.minibatch_size,
+                "must be a positive integer",
+            )
+            _check(
+                self.minibatch_size <= frames_per_batch,
+                "optim.minibatch_size",
+                self.minibatch_size,
+                f"must be at most collector.frames_per_batch ({frames_per_batch})",
+            )
         for name in ("actor_lr", "critic_lr", "adam_eps", "max_grad_norm"):
             value = getattr(self, name)
             _check(value > 0, f"optim.{name}", value, "must be > 0")
+
+    def resolved_minibatch_size(self, frames_per_batch: int) -> int:
+        """Samples per minibatch: from num_minibatches when set, else minibatch_size."""
+        if self.num_minibatches > 0:
+            return frames_per_batch // self.num_minibatches
+        return self.minibatch_size
+
+
+@dataclass
+class PerfConfig:
+    """Speed switches. Each one leaves the algorithm unchanged (tests compare it with the
+    plain eager path)."""
+
+    fused_adam: bool = True
+    """Adam's fused kernel (one kernel for all parameters instead of one per tensor)."""
+    shifted_gae: bool = False
+    """One critic pass over T+1 steps for GAE instead of two passes over T (torchrl's
+    shifted=True); exact, with room for one time-limit reset per max_steps in each row."""
+    compile_update: bool = False
+    """torch.compile the update step (loss, backward, clipping, optimiser step)."""
+    cudagraph_update: bool = False
+    """Capture the update step as a CUDA graph (tensordict's CudaGraphModule; CUDA only)."""
+    compile_policy: bool = False
+    """torch.compile the policy inside the collector."""
+    cudagraph_policy: bool = False
+    """Capture the collector's policy as a CUDA graph (CUDA only)."""
+
+    def validate(self, device: str, lr_decay: bool) -> None:
+        """Raise :class:`ConfigError` on a switch that ``device`` or ``lr_decay`` rules out."""
+        on_cuda = device.startswith("cuda")
+        for name in ("cudagraph_update", "cudagraph_policy"):
+            value = getattr(self, name)
+            _check(not value or on_cuda, f"perf.{name}", value, "needs device=cuda")
+        _check(
+            not (self.cudagraph_update and lr_decay),
+            "perf.cudagraph_update",
+            self.cudagraph_update,
+            "cannot be combined with optim.lr_decay (a captured graph keeps its learning rate)",
+        )
 
 
 @dataclass
@@ -265,20 +330,27 @@ class RunConfig:
     """Collection."""
     optim: OptimConfig = field(default_factory=OptimConfig)
     """Optimisation."""
+    perf: PerfConfig = field(default_factory=PerfConfig)
+    """Speed switches."""
     seed: int = 0
     """Seed for torch, numpy, python and the environments."""
     device: str = "cpu"
     """Device for simulation and training: cpu, cuda or cuda:N."""
-    threads: int = 0
-    """torch threads on CPU; 0 means one per core this process may use. Running two jobs
-    on the same cores? Give each fewer threads: oversubscribed cores slow VMAS badly."""
+    threads: int = 1
+    """torch threads on CPU; 0 means one per core this process may use. More threads speed up
+    the update on an idle machine, but threads competing for busy cores slow VMAS down badly."""
 
-    def validate(self) -> None:
-        """Raise :class:`ConfigError` on the first value that is not allowed."""
+    def validate(self, *, num_envs: int | None = None) -> None:
+        """Raise :class:`ConfigError` on the first value that is not allowed.
+
+        Args:
+            num_envs: batch size of the env actually used, when it is not built
+                from ``self.env`` (defaults to ``env.num_envs``).
+        """
         self.env.validate()
         self.model.validate()
         self.loss.validate()
-        self.collector.validate(self.env.num_envs)
+        self.collector.validate(self.env.num_envs if num_envs is None else num_envs)
         self.optim.validate(self.collector.frames_per_batch)
         _check(
             self.threads >= 0,
@@ -287,6 +359,7 @@ class RunConfig:
             "must be 0 (one per available core) or a positive integer",
         )
         _check_device(self.device)
+        self.perf.validate(self.device, self.optim.lr_decay)
 
 
 def _check_device(device: str) -> None:

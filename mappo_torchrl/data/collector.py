@@ -15,6 +15,8 @@ def make_collector(
     frames_per_batch: int,
     total_frames: int,
     device: torch.device | str | None = None,
+    compile_policy: bool = False,
+    cudagraph_policy: bool = False,
 ) -> Collector:
     """A :class:`~torchrl.collectors.Collector` (formerly ``SyncDataCollector``).
 
@@ -27,6 +29,8 @@ def make_collector(
         frames_per_batch: env steps per yielded batch, over all vectorised envs.
         total_frames: env steps after which iteration stops.
         device: where the policy runs and data is stored (defaults to the env's).
+        compile_policy: ``torch.compile`` the policy.
+        cudagraph_policy: capture the policy as a CUDA graph (CUDA only).
 
     Example:
         >>> from mappo_torchrl.data import make_collector
@@ -50,4 +54,6 @@ def make_collector(
         storing_device=device,
         # The env already carries its transforms; nothing to move onto the policy.
         auto_register_policy_transforms=False,
+        compile_policy=compile_policy or None,
+        cudagraph_policy=cudagraph_policy or None,
     )

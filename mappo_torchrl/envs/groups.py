@@ -27,6 +27,8 @@ class GroupKeys:
         reward: the group's reward (per agent, or a team reward at the root).
         done: done flag (per agent, or the team's at the root).
         terminated: terminated flag, laid out like ``done``.
+        team_done: the team's done flag at the root, or ``None`` if the env has
+            only per-agent flags. A team episode ends when it is set.
         episode_reward: running episode return, written by
             :class:`~torchrl.envs.transforms.RewardSum`.
         state: global state at the root, if the env provides one, else ``None``.
@@ -41,6 +43,7 @@ class GroupKeys:
     reward: NestedKey
     done: NestedKey
     terminated: NestedKey
+    team_done: NestedKey | None
     episode_reward: NestedKey
     state: NestedKey | None = None
     action_mask: NestedKey | None = None
@@ -109,6 +112,7 @@ def group_keys(env: EnvBase, group: str) -> GroupKeys:
         reward=reward,
         done=done,
         terminated=terminated,
+        team_done="done" if ("done",) in done_keys else None,
         episode_reward=(*_as_tuple(reward)[:-1], "episode_reward"),
         state="state" if "state" in observation_keys else None,
         action_mask=(group, "action_mask") if (group, "action_mask") in observation_keys else None,

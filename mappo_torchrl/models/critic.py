@@ -21,6 +21,7 @@ def make_critic(
     *,
     centralized: bool = True,
     critic_input: str = "observations",
+    death_masking: bool = True,
     num_cells: int = 256,
     depth: int = 2,
     activation: str = "tanh",
@@ -40,6 +41,10 @@ def make_critic(
             agents' observations concatenated, the VMAS default), ``"state"``
             (the env's root ``state`` entry) or ``"agent_state"`` (the state
             plus the agent's one-hot id).
+        death_masking: for envs whose agents can become inactive (a
+            ``(group, "mask")`` entry), an inactive agent's critic sees zeros
+            plus its one-hot id, as in the original MAPPO code. Ignored for envs
+            without such a mask.
         num_cells: hidden width.
         depth: number of hidden layers.
         activation: ``"tanh"`` or ``"relu"``.
@@ -66,34 +71,37 @@ def make_critic(
         )
     keys = group_keys(env, group)
     device = env.device if device is None else device
-    modules: list[TensorDictModule] = []
-    if not centralized or critic_input == "observations":
-        in_key = keys.observation
-        in_dim = env.full_observation_spec_unbatched[in_key].shape[-1]
-    else:
-        if keys.state is None:
-            raise ValueError(
-                f"critic_input={critic_input!r}: the env has no root 'state' entry "
-                "(VMAS has none); use critic_input='observations'"
-            )
-        in_key = (group, "critic_input")
-        in_dim = env.full_observation_spec_unbatched[keys.state].shape[-1]
-        with_id = critic_input == "agent_state"
-        in_dim += keys.n_agents if with_id else 0
-        modules.append(
-            TensorDictModule(
-                AgentState(keys.n_agents, with_id=with_id),
-                in_keys=[keys.state],
-                out_keys=[in_key],
-            )
+    from_state = centralized and critic_input != "observations"
+    if from_state and keys.state is None:
+        raise ValueError(
+            f"critic_input={critic_input!r}: the env has no root 'state' entry "
+            "(VMAS has none); use critic_input='observations'"
         )
-        # Every agent already sees the global state: no concatenation over agents.
-        centralized = False
+    source_key = keys.state if from_state else keys.observation
+    source_dim = env.full_observation_spec_unbatched[source_key].shape[-1]
+    death_mask = death_masking and keys.agent_mask is not None
+    with_id = from_state and critic_input == "agent_state"
+    modules: list[TensorDictModule] = []
+    if not from_state and not death_mask:
+        # Plain observations: MultiAgentMLP concatenates them itself when centralised.
+        in_key, in_dim, mlp_centralized = keys.observation, source_dim, centralized
+    else:
+        shaper = CriticInput(
+            keys.n_agents,
+            from_state=from_state,
+            centralized=centralized,
+            with_id=with_id,
+            death_mask=death_mask,
+        )
+        in_key, mlp_centralized = (group, "critic_input"), False
+        in_dim = shaper.output_dim(source_dim)
+        in_keys = [source_key, keys.agent_mask] if death_mask else [source_key]
+        modules.append(TensorDictModule(shaper, in_keys=in_keys, out_keys=[in_key]))
     net = make_mlp(
         n_agent_inputs=in_dim,
         n_agent_outputs=1,
         n_agents=keys.n_agents,
-        centralized=centralized,
+        centralized=mlp_centralized,
         share_params=share_params,
         num_cells=num_cells,
         depth=depth,
@@ -118,24 +126,58 @@ def make_critic(
     return TensorDictSequential(*modules)
 
 
-class AgentState(nn.Module):
-    """Broadcast a global state ``[*B, d]`` to ``[*B, n_agents, d]``, optionally with ids.
+class CriticInput(nn.Module):
+    """Each agent's critic input, ``[*B, n_agents, d]``, from observations or a global state.
 
-    The ids are one-hot agent indices appended to each agent's copy of the state.
+    Args:
+        n_agents: agents in the group.
+        from_state: the source is a global state ``[*B, s]`` (broadcast to every
+            agent) rather than per-agent observations ``[*B, n_agents, o]``.
+        centralized: with observations, every agent sees all agents' observations.
+        with_id: append the agent's one-hot id.
+        death_mask: ``forward`` takes an ``[*B, n_agents]`` "active" mask; an
+            inactive agent's input becomes zeros plus its one-hot id.
     """
 
-    def __init__(self, n_agents: int, *, with_id: bool) -> None:
+    def __init__(
+        self,
+        n_agents: int,
+        *,
+        from_state: bool,
+        centralized: bool,
+        with_id: bool,
+        death_mask: bool,
+    ) -> None:
         super().__init__()
         self.n_agents = n_agents
-        self.with_id = with_id
+        self.from_state, self.centralized = from_state, centralized
+        self.with_id = with_id or death_mask
+        self.death_mask = death_mask
 
-    def forward(self, state: torch.Tensor) -> torch.Tensor:
-        per_agent = state.unsqueeze(-2).expand(*state.shape[:-1], self.n_agents, state.shape[-1])
-        if not self.with_id:
-            return per_agent
-        ids = torch.eye(self.n_agents, dtype=state.dtype, device=state.device)
-        ids = ids.expand(*state.shape[:-1], self.n_agents, self.n_agents)
-        return torch.cat([per_agent, ids], dim=-1)
+    def output_dim(self, source_dim: int) -> int:
+        """Width of the output for a source of width ``source_dim``."""
+        per_agent = (
+            source_dim * self.n_agents if self.centralized and not self.from_state else (source_dim)
+        )
+        return per_agent + (self.n_agents if self.with_id else 0)
+
+    def forward(self, source: torch.Tensor, active: torch.Tensor | None = None) -> torch.Tensor:
+        if self.from_state:
+            shared = source
+        elif self.centralized:
+            shared = source.flatten(-2, -1)
+        else:
+            shared = None
+        if shared is not None:
+            x = shared.unsqueeze(-2).expand(*shared.shape[:-1], self.n_agents, shared.shape[-1])
+        else:
+            x = source
+        if self.death_mask:
+            x = x * active.unsqueeze(-1).to(x.dtype)
+        if self.with_id:
+            ids = torch.eye(self.n_agents, dtype=x.dtype, device=x.device)
+            x = torch.cat([x, ids.expand(*x.shape[:-1], self.n_agents)], dim=-1)
+        return x
 
 
 class Denormalize(nn.Module):

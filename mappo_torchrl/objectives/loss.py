@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from tensordict.nn import TensorDictModule
 from torchrl.modules import PopArtValueNorm, ProbabilisticActor, RunningValueNorm, ValueNorm
-from torchrl.objectives import ValueEstimators
 from torchrl.objectives.multiagent import MAPPOLoss
 
 from mappo_torchrl.envs.groups import GroupKeys
+from mappo_torchrl.objectives.advantage import ActiveAgentGAE
 
 CRITIC_LOSSES = ("smooth_l1", "huber", "l2", "l1")
 VALUE_NORMS = ("none", "popart", "running")
@@ -118,13 +118,21 @@ def make_loss(
     clip_value: bool = False,
     normalize_advantage: bool = True,
     value_norm: ValueNorm | None = None,
+    shifted: bool = False,
+    shifted_budget: int = 1,
 ) -> MultiAgentPPOLoss:
     """The PPO loss of one agent group, with its :class:`~torchrl.objectives.value.MultiAgentGAE`.
 
-    The value estimator is attached as ``loss.value_estimator``; call it on a
-    batch (under ``torch.no_grad()``) before the epochs, as the trainer does.
-    Advantages are standardised there, over the whole batch and separately for
-    each agent (``MultiAgentGAE(average_gae=True)``), not per minibatch.
+    The value estimator (:class:`~mappo_torchrl.objectives.advantage.ActiveAgentGAE`,
+    a :class:`~torchrl.objectives.value.MultiAgentGAE`) is attached as
+    ``loss.value_estimator``; call it on a batch (under ``torch.no_grad()``)
+    before the epochs, as the trainer does. Advantages are standardised there,
+    over the whole batch and separately for each agent, not per minibatch.
+
+    For envs whose agents can become inactive (``keys.agent_mask``), inactive
+    agents are left out of the advantage statistics and their policy, value
+    and entropy terms are masked out of the loss (MAPPO's death masking; the
+    critic side is :func:`~mappo_torchrl.models.make_critic`'s ``death_masking``).
 
     Args:
         actor: the group's policy (:func:`~mappo_torchrl.models.make_actor`).
@@ -140,6 +148,10 @@ def make_loss(
         clip_value: clip the value loss with radius ``clip_epsilon``.
         normalize_advantage: standardise advantages per agent over the batch.
         value_norm: the normaliser shared with the critic, or ``None``.
+        shifted: GAE calls the critic once over ``T + shifted_budget`` steps
+            instead of twice over ``T`` (torchrl's ``shifted=True``). Exact as
+            long as a row holds at most ``shifted_budget - 1`` truncations.
+        shifted_budget: extra critic time slots for ``shifted``.
 
     Example:
         >>> import torch
@@ -173,6 +185,23 @@ def make_loss(
         # Plain modules: no functional parameter swapping on every call.
         functional=False,
     )
+    # MultiAgentGAE, standardising over active agents where agents can leave early.
+    # ``loss.value_estimator = ...`` would be swallowed by nn.Module.__setattr__
+    # (it registers a submodule and skips the property setter; see
+    # tests/test_torchrl_workarounds.py), so the setter is called explicitly.
+    type(loss).value_estimator.fset(
+        loss,
+        ActiveAgentGAE(
+            gamma=gamma,
+            lmbda=lmbda,
+            value_network=critic,
+            average_gae=normalize_advantage,
+            differentiable=False,
+            shifted=shifted,
+            shifted_budget=shifted_budget,
+            agent_mask_key=keys.agent_mask,
+        ),
+    )
     loss.set_keys(
         action=keys.action,
         sample_log_prob=keys.log_prob,
@@ -183,12 +212,6 @@ def make_loss(
         done=keys.done,
         terminated=keys.terminated,
     )
+    # Inactive agents' policy, value and entropy terms are left out of the loss.
     loss.loss_mask_key = keys.agent_mask
-    loss.make_value_estimator(
-        ValueEstimators.MAGAE,
-        gamma=gamma,
-        lmbda=lmbda,
-        average_gae=normalize_advantage,
-        differentiable=False,
-    )
     return loss

@@ -8,7 +8,7 @@ import torch
 from torchrl.envs import EnvBase
 from torchrl.modules import ProbabilisticActor, ValueNorm
 
-from mappo_torchrl.config import LossConfig, ModelConfig, OptimConfig
+from mappo_torchrl.config import LossConfig, ModelConfig, OptimConfig, PerfConfig
 from mappo_torchrl.envs.groups import GroupKeys, group_keys
 from mappo_torchrl.models import make_actor, make_critic
 from mappo_torchrl.objectives import MultiAgentPPOLoss, make_loss, make_value_norm
@@ -48,12 +48,16 @@ def make_group_learner(
     model: ModelConfig,
     loss: LossConfig,
     optim: OptimConfig,
+    perf: PerfConfig,
     device: torch.device | str,
+    shifted_budget: int = 1,
 ) -> GroupLearner:
     """Build actor, critic, loss and optimisers of ``group`` from the configs.
 
     This is what :class:`~mappo_torchrl.training.Trainer` does for every
     group of its env; call it yourself to train one group in your own loop.
+    ``shifted_budget`` is the number of extra critic time slots GAE gets when
+    ``perf.shifted_gae`` is on (one per time-limit reset a row can hold).
 
     Example:
         >>> from mappo_torchrl.config import RunConfig
@@ -62,7 +66,8 @@ def make_group_learner(
         >>> cfg = RunConfig()
         >>> env = make_env("navigation", num_envs=2)
         >>> learner = make_group_learner(
-        ...     env, "agents", model=cfg.model, loss=cfg.loss, optim=cfg.optim, device="cpu"
+        ...     env, "agents", model=cfg.model, loss=cfg.loss, optim=cfg.optim, perf=cfg.perf,
+        ...     device="cpu",
         ... )
         >>> learner.keys.group, type(learner.loss).__name__, learner.value_norm
         ('agents', 'MultiAgentPPOLoss', None)
@@ -85,6 +90,7 @@ def make_group_learner(
         group,
         centralized=model.centralized_critic,
         critic_input=model.critic_input,
+        death_masking=model.death_masking,
         num_cells=model.critic_cells,
         depth=model.critic_depth,
         activation=model.activation,
@@ -108,12 +114,20 @@ def make_group_learner(
         clip_value=loss.clip_value,
         normalize_advantage=loss.normalize_advantage,
         value_norm=value_norm,
+        shifted=perf.shifted_gae,
+        shifted_budget=shifted_budget,
     )
+    adam = {
+        "eps": optim.adam_eps,
+        "fused": perf.fused_adam or None,
+        # A captured CUDA graph replays the step counter on the device.
+        "capturable": perf.cudagraph_update,
+    }
     return GroupLearner(
         keys=keys,
         actor=actor,
         loss=ppo_loss,
         value_norm=value_norm,
-        actor_optim=torch.optim.Adam(actor.parameters(), lr=optim.actor_lr, eps=optim.adam_eps),
-        critic_optim=torch.optim.Adam(critic.parameters(), lr=optim.critic_lr, eps=optim.adam_eps),
+        actor_optim=torch.optim.Adam(actor.parameters(), lr=optim.actor_lr, **adam),
+        critic_optim=torch.optim.Adam(critic.parameters(), lr=optim.critic_lr, **adam),
     )

@@ -23,9 +23,11 @@ def finished_episode_returns(batch: TensorDictBase, keys: GroupKeys) -> torch.Te
     """Per-agent returns of the episodes that ended in ``batch``, flattened.
 
     ``batch`` is a collector batch. An agent's episode return is the sum of its
-    rewards over the episode (tracked by :class:`~torchrl.envs.transforms.RewardSum`);
-    each finished episode contributes one value per agent. The done flag may
-    be the team's (VMAS, shape ``[..., 1]``) or per agent.
+    rewards over the team's episode (tracked by
+    :class:`~torchrl.envs.transforms.RewardSum`); each finished episode
+    contributes one value per agent. Episodes end with the team's done flag
+    (VMAS, PettingZoo: shape ``[..., 1]`` at the root); envs with only
+    per-agent flags use those.
 
     Example:
         >>> from mappo_torchrl.envs import group_keys, make_env
@@ -36,7 +38,7 @@ def finished_episode_returns(batch: TensorDictBase, keys: GroupKeys) -> torch.Te
         torch.Size([6])
     """
     returns = batch.get(("next", *_tuple(keys.episode_reward)))
-    done = batch.get(("next", *_tuple(keys.done)))
+    done = batch.get(("next", *_tuple(keys.team_done or keys.done)))
     if done.ndim < returns.ndim:  # a team flag: the same for every agent
         done = done.unsqueeze(-2)
     return returns[done.expand_as(returns)]

@@ -9,6 +9,7 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictSequential
 from torchrl.envs import EnvBase
+from torchrl.envs.utils import MarlGroupMapType
 from tqdm.auto import tqdm
 
 from mappo_torchrl.config import RunConfig
@@ -19,6 +20,13 @@ from mappo_torchrl.training.metrics import LOSS_METRICS, mean_episode_return
 from mappo_torchrl.training.seeding import seed_everything, set_threads
 
 Metrics = dict[str, float]
+
+#: ``env.group_map`` names; ``None`` is VMAS's own grouping by agent-name prefix.
+GROUP_MAPS = {
+    "by_name": None,
+    "all_in_one_group": MarlGroupMapType.ALL_IN_ONE_GROUP,
+    "one_group_per_agent": MarlGroupMapType.ONE_GROUP_PER_AGENT,
+}
 Callback = Callable[[Metrics], None]
 
 
@@ -38,6 +46,7 @@ def make_run_env(config: RunConfig, *, seed: int | None = None) -> EnvBase:
         device=config.device,
         seed=config.seed if seed is None else seed,
         scenario_kwargs=config.env.scenario_kwargs,
+        group_map=GROUP_MAPS[config.env.group_map],
     )
 
 
@@ -53,8 +62,9 @@ class Trainer:
     Args:
         config: the run's configuration (validated here).
         env: any TorchRL multi-agent env; by default the VMAS scenario of
-            ``config.env``. An env without ``episode_reward`` tracking gets
-            :func:`~mappo_torchrl.envs.track_episode_returns` added.
+            ``config.env``, whose options are then ignored except for checks
+            against this env's batch size. An env without ``episode_reward``
+            tracking gets :func:`~mappo_torchrl.envs.track_episode_returns` added.
 
     Attributes:
         config: the validated configuration.
@@ -82,7 +92,7 @@ class Trainer:
     """
 
     def __init__(self, config: RunConfig, *, env: EnvBase | None = None) -> None:
-        config.validate()
+        config.validate(num_envs=None if env is None else max(env.batch_size.numel(), 1))
         self.config = config
         self.device = torch.device(config.device)
         set_threads(config.threads, self.device)
@@ -99,7 +109,9 @@ class Trainer:
                 model=config.model,
                 loss=config.loss,
                 optim=config.optim,
+                perf=config.perf,
                 device=self.device,
+                shifted_budget=_shifted_budget(config),
             )
             for group in env.group_map
         }
@@ -110,14 +122,22 @@ class Trainer:
             frames_per_batch=config.collector.frames_per_batch,
             total_frames=config.collector.total_frames,
             device=self.device,
+            compile_policy=config.perf.compile_policy,
+            cudagraph_policy=config.perf.cudagraph_policy,
         )
+        frames = config.collector.frames_per_batch
+        self.minibatch_size = config.optim.resolved_minibatch_size(frames)
+        self.steps_per_epoch = frames // self.minibatch_size
+        # The buffer hands out one epoch at a time (one permutation, the ragged
+        # tail dropped); the epoch is then split into fixed-size minibatches.
         self.buffer = make_replay_buffer(
-            size=config.collector.frames_per_batch,
-            minibatch_size=config.optim.minibatch_size,
+            size=frames,
+            minibatch_size=self.steps_per_epoch * self.minibatch_size,
             device=self.device,
         )
         self.num_iterations = -(-config.collector.total_frames // config.collector.frames_per_batch)
         self.schedulers = self._make_schedulers() if config.optim.lr_decay else []
+        self.update_step = self._make_update_step()
         self.iteration = 0
         self.frames = 0
 
@@ -187,50 +207,66 @@ class Trainer:
                 group.loss.value_estimator(batch)
         self.buffer.empty()
         self.buffer.extend(batch.reshape(-1))
-        steps_per_epoch = len(self.buffer) // self.config.optim.minibatch_size
-        stats: dict[str, list[TensorDict]] = {name: [] for name in self.groups}
+        stats = []
         for _ in range(self.config.optim.num_epochs):
-            for _ in range(steps_per_epoch):
-                minibatch = self.buffer.sample()
-                for name, group in self.groups.items():
-                    stats[name].append(self._step(group, minibatch))
+            # Drawn at once, these are the same minibatches as sampling them one
+            # by one without replacement, without a buffer call per step.
+            epoch = self.buffer.sample()
+            for minibatch in epoch.split(self.minibatch_size):
+                stats.append(self.update_step(minibatch))
         for scheduler in self.schedulers:
             scheduler.step()
         return self._summarise(episode_return, stats)
 
-    def _step(self, group: GroupLearner, minibatch: TensorDictBase) -> TensorDict:
-        out = group.loss(minibatch)
-        total = out["loss_objective"] + out["loss_critic"]
-        if "loss_entropy" in out.keys():
-            total = total + out["loss_entropy"]
-        total.backward()
-        max_norm = self.config.optim.max_grad_norm
-        actor_norm = torch.nn.utils.clip_grad_norm_(group.actor.parameters(), max_norm)
-        critic_norm = torch.nn.utils.clip_grad_norm_(group.critic.parameters(), max_norm)
-        group.actor_optim.step()
-        group.critic_optim.step()
-        group.actor_optim.zero_grad(set_to_none=True)
-        group.critic_optim.zero_grad(set_to_none=True)
-        summary = {k: out[k].detach().mean() for k in LOSS_METRICS if k in out.keys()}
-        summary["grad_norm_actor"] = actor_norm
-        summary["grad_norm_critic"] = critic_norm
-        return TensorDict(summary)
+    def _update_step_eager(self, minibatch: TensorDictBase) -> TensorDict:
+        """Loss, backward, clipping and an Adam step for every group; detached stats.
 
-    def _summarise(
-        self, episode_return: torch.Tensor, stats: dict[str, list[TensorDict]]
-    ) -> Metrics:
+        No host synchronisation happens here, so it can be compiled or
+        captured as a CUDA graph (see :class:`~mappo_torchrl.config.PerfConfig`).
+        """
+        max_norm = self.config.optim.max_grad_norm
+        keep_grads = self.config.perf.cudagraph_update  # a graph needs static grad tensors
+        stats = {}
+        for name, group in self.groups.items():
+            out = group.loss(minibatch)
+            total = out["loss_objective"] + out["loss_critic"]
+            if "loss_entropy" in out.keys():
+                total = total + out["loss_entropy"]
+            total.backward()
+            actor_norm = torch.nn.utils.clip_grad_norm_(group.actor.parameters(), max_norm)
+            critic_norm = torch.nn.utils.clip_grad_norm_(group.critic.parameters(), max_norm)
+            group.actor_optim.step()
+            group.critic_optim.step()
+            group.actor_optim.zero_grad(set_to_none=not keep_grads)
+            group.critic_optim.zero_grad(set_to_none=not keep_grads)
+            summary = {k: out[k].detach().mean() for k in LOSS_METRICS if k in out.keys()}
+            summary["grad_norm_actor"] = actor_norm.detach()
+            summary["grad_norm_critic"] = critic_norm.detach()
+            stats[name] = summary
+        return TensorDict(stats)
+
+    def _make_update_step(self) -> Callable[[TensorDictBase], TensorDict]:
+        step = self._update_step_eager
+        if self.config.perf.compile_update:
+            step = torch.compile(step)
+        if self.config.perf.cudagraph_update:
+            from tensordict.nn import CudaGraphModule
+
+            step = CudaGraphModule(step, in_keys=[], warmup=3, device=self.device)
+        return step
+
+    def _summarise(self, episode_return: torch.Tensor, stats: list[TensorDict]) -> Metrics:
         # One stack and one host transfer per iteration: no sync inside the epochs.
-        per_group = {name: torch.stack(rows).mean() for name, rows in stats.items()}
-        values = TensorDict({"episode_return": episode_return, **per_group}).cpu()
+        means = torch.stack(stats).apply(lambda x: x.float().mean(), batch_size=[])
+        values = TensorDict({"episode_return": episode_return, "groups": means}).cpu()
         metrics = {"train/episode_return": float(values["episode_return"])}
-        several = len(per_group) > 1
-        for name in per_group:
+        several = len(self.groups) > 1
+        for name in self.groups:
             prefix = f"train/{name}/" if several else "train/"
-            for key, value in values[name].items():
+            for key, value in values["groups", name].items():
                 metrics[prefix + key] = float(value)
-        metrics["train/actor_lr"] = next(iter(self.groups.values())).actor_optim.param_groups[0][
-            "lr"
-        ]
+        first = next(iter(self.groups.values()))
+        metrics["train/actor_lr"] = float(first.actor_optim.param_groups[0]["lr"])
         return metrics
 
     def _make_schedulers(self) -> list[torch.optim.lr_scheduler.LRScheduler]:
@@ -240,6 +276,12 @@ class Trainer:
             for group in self.groups.values()
             for optim in (group.actor_optim, group.critic_optim)
         ]
+
+
+def _shifted_budget(config: RunConfig) -> int:
+    """Critic time slots GAE needs beyond T: one per time-limit reset a row can hold."""
+    steps_per_row = config.collector.frames_per_batch // config.env.num_envs
+    return steps_per_row // config.env.max_steps + 1
 
 
 def _tracks_episode_returns(env: EnvBase) -> bool:

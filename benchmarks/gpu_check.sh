@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The device check for the fast path, prepared to run in one call of the device tool:
+#   run(command="bash benchmarks/gpu_check.sh", carry=[".whl"], timeout_s=540)
+# Wheels: torchrl, tensordict, vmas and their pure-Python needs, downloaded into .whl/
+# (see /work/.library/device/README.md); torch comes with the GPU machine.
+set -uo pipefail
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD || exit 1
+else
+  export PYTHONPATH=$PWD
+fi
+nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"
+python3 -c "import torch, torchrl, vmas; print(torch.__version__, torchrl.__version__, vmas.__version__, torch.cuda.get_device_name())"
+
+# 1. Correctness of the CUDA fast path against eager (a few seconds).
+timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/gpu_tests.txt"
+
+# 2. Throughput: BenchMARL recipe and 6,000 envs x 4 epochs, tutorial pipeline in the same
+#    call; scaling over num_envs up to 30,000 with peak device memory.
+timeout 330 python3 benchmarks/throughput.py --device cuda --settings benchmarl large \
+  --iterations 3 --scaling 60 600 6000 30000 \
+  --ours-flag perf.cudagraph_update=true --ours-flag perf.shifted_gae=true \
+  --ours-flag perf.cudagraph_policy=true 2>&1 | tee "$OUT/throughput.md"

@@ -1,0 +1,158 @@
+"""A tiny batched multi-agent env with action masks, early-finishing agents and a global state.
+
+VMAS agents never leave an episode early and VMAS has no action masks or
+global state, so this env exists to exercise (and teach) the parts of MAPPO
+that need them: masked categorical policies, death masking and state-based
+critics. It follows TorchRL's multi-agent layout exactly, so the pipeline
+treats it like any other env.
+"""
+
+from __future__ import annotations
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from torchrl.data import Binary, Bounded, Categorical, Composite, Unbounded
+from torchrl.envs import EnvBase
+
+
+class TargetPickingEnv(EnvBase):
+    """Each agent must pick its hidden target action; a correct pick ends its episode.
+
+    Every agent sees a one-hot of its target among ``n_actions`` actions. At
+    each step a random half of the wrong actions is unavailable
+    (``("agents", "action_mask")``); the target is always available. A correct
+    pick earns ``+1`` and makes the agent inactive (``("agents", "mask")`` is
+    false) for the rest of the episode; every step an agent is still active
+    costs ``step_penalty``. The team episode terminates when all agents are
+    done and is truncated after ``max_steps``. The root ``"state"`` holds every agent's target and
+    active flag.
+
+    A random policy needs several tries per agent; a trained one picks right at
+    once, so the per-agent return rises from below ``1 - step_penalty`` to ``1``.
+
+    Args:
+        num_envs: batch size.
+        n_agents: agents in the single group ``"agents"``.
+        n_actions: size of the discrete action space.
+        max_steps: episode length limit.
+        step_penalty: cost of each step an agent is still active.
+        device: device of all tensors.
+        seed: seed of the env's own generator.
+
+    Example:
+        >>> env = TargetPickingEnv(num_envs=2, n_agents=3)
+        >>> data = env.rollout(4)
+        >>> data["agents", "action_mask"].shape
+        torch.Size([2, 4, 3, 5])
+    """
+
+    def __init__(
+        self,
+        *,
+        num_envs: int = 16,
+        n_agents: int = 3,
+        n_actions: int = 5,
+        max_steps: int = 8,
+        step_penalty: float = 0.1,
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+    ) -> None:
+        super().__init__(batch_size=torch.Size([num_envs]), device=device)
+        self.n_agents, self.n_actions = n_agents, n_actions
+        self.max_steps, self.step_penalty = max_steps, step_penalty
+        self.group_map = {"agents": [f"agent_{i}" for i in range(n_agents)]}
+        self._generator = torch.Generator(device=self.device)
+        self._generator.manual_seed(seed)
+        b, n, k = num_envs, n_agents, n_actions
+        self.observation_spec = Composite(
+            agents=Composite(
+                observation=Bounded(0.0, 1.0, shape=(b, n, k + 1), device=self.device),
+                action_mask=Binary(n=k, shape=(b, n, k), dtype=torch.bool, device=self.device),
+                mask=Categorical(2, shape=(b, n), dtype=torch.bool, device=self.device),
+                shape=(b, n),
+            ),
+            state=Bounded(0.0, 1.0, shape=(b, n * (k + 1)), device=self.device),
+            shape=(b,),
+        )
+        self.action_spec = Composite(
+            agents=Composite(action=Categorical(k, shape=(b, n), device=self.device), shape=(b, n)),
+            shape=(b,),
+        )
+        self.reward_spec = Composite(
+            agents=Composite(reward=Unbounded(shape=(b, n, 1), device=self.device), shape=(b, n)),
+            shape=(b,),
+        )
+        flag = {"n": 2, "shape": (b, 1), "dtype": torch.bool, "device": self.device}
+        self.done_spec = Composite(
+            done=Categorical(**flag),
+            terminated=Categorical(**flag),
+            truncated=Categorical(**flag),
+            shape=(b,),
+        )
+        self.target = torch.zeros(b, n, dtype=torch.long, device=self.device)
+        self.active = torch.ones(b, n, dtype=torch.bool, device=self.device)
+        self.steps = torch.zeros(b, dtype=torch.long, device=self.device)
+        self.action_mask = torch.ones(b, n, k, dtype=torch.bool, device=self.device)
+
+    def _draw_action_mask(self) -> torch.Tensor:
+        noise = torch.rand(
+            *self.target.shape, self.n_actions, generator=self._generator, device=self.device
+        )
+        mask = noise < 0.5
+        return mask.scatter(-1, self.target.unsqueeze(-1), True)
+
+    def _observe(self, terminated: torch.Tensor, truncated: torch.Tensor) -> TensorDict:
+        onehot = torch.nn.functional.one_hot(self.target, self.n_actions).float()
+        observation = torch.cat([onehot, self.active.unsqueeze(-1).float()], dim=-1)
+        return TensorDict(
+            {
+                "agents": TensorDict(
+                    {
+                        "observation": observation,
+                        "action_mask": self.action_mask.clone(),
+                        "mask": self.active.clone(),
+                    },
+                    batch_size=self.target.shape,
+                ),
+                "state": observation.flatten(-2, -1),
+                "done": terminated | truncated,
+                "terminated": terminated,
+                "truncated": truncated,
+            },
+            batch_size=self.batch_size,
+            device=self.device,
+        )
+
+    def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
+        reset = None if tensordict is None else tensordict.get("_reset", None)
+        envs = (
+            torch.ones(self.batch_size, dtype=torch.bool, device=self.device)
+            if reset is None
+            else reset.reshape(self.batch_size)
+        )
+        new_target = torch.randint(
+            self.n_actions, self.target.shape, generator=self._generator, device=self.device
+        )
+        self.target = torch.where(envs.unsqueeze(-1), new_target, self.target)
+        self.active = self.active | envs.unsqueeze(-1)
+        self.steps = torch.where(envs, torch.zeros_like(self.steps), self.steps)
+        self.action_mask = self._draw_action_mask()
+        no = torch.zeros(*self.batch_size, 1, dtype=torch.bool, device=self.device)
+        return self._observe(no, no.clone())
+
+    def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
+        action = tensordict.get(("agents", "action"))
+        correct = (action == self.target) & self.active
+        reward = correct.float() - self.step_penalty * self.active.float()
+        self.active = self.active & ~correct
+        self.steps = self.steps + 1
+        self.action_mask = self._draw_action_mask()
+        terminated = ~self.active.any(-1, keepdim=True)
+        truncated = (self.steps >= self.max_steps).unsqueeze(-1) & ~terminated
+        out = self._observe(terminated, truncated)
+        out.set(("agents", "reward"), reward.unsqueeze(-1))
+        return out
+
+    def _set_seed(self, seed: int | None) -> None:
+        if seed is not None:
+            self._generator.manual_seed(seed)

@@ -1,0 +1,51 @@
+"""Behaviours of torchrl 0.14 that mappo_torchrl works around, pinned down as tests.
+
+If one of these starts failing after a torchrl upgrade, the bug is fixed
+upstream and the matching workaround can go.
+"""
+
+import torch
+from torchrl.objectives.value import MultiAgentGAE
+
+from mappo_torchrl.envs import group_keys
+from mappo_torchrl.models import make_actor, make_critic
+from mappo_torchrl.objectives import ActiveAgentGAE, make_loss
+
+
+def test_assigning_value_estimator_attribute_is_silently_ignored(nav_env):
+    """``loss.value_estimator = module`` registers a submodule; the loss keeps its own.
+
+    nn.Module.__setattr__ intercepts Module values before the property setter
+    runs. make_loss therefore calls the property's setter explicitly.
+    """
+    keys = group_keys(nav_env, "agents")
+    loss = make_loss(make_actor(nav_env, "agents"), make_critic(nav_env, "agents"), keys)
+    replacement = MultiAgentGAE(gamma=0.5, lmbda=0.5, value_network=None)
+    loss.value_estimator = replacement
+    assert loss.value_estimator is not replacement  # the torchrl bug
+    assert isinstance(loss.value_estimator, ActiveAgentGAE)  # what make_loss installed
+
+
+def test_make_loss_really_installs_its_estimator(nav_env):
+    keys = group_keys(nav_env, "agents")
+    loss = make_loss(make_actor(nav_env, "agents"), make_critic(nav_env, "agents"), keys, gamma=0.7)
+    estimator = loss.value_estimator
+    assert isinstance(estimator, ActiveAgentGAE)
+    assert estimator.gamma.item() == torch.tensor(0.7).item()
+    assert estimator.tensor_keys.advantage == ("agents", "advantage")
+
+
+def test_gae_standardisation_depends_on_whether_a_mask_is_given():
+    """MultiAgentGAE uses Bessel's correction without a mask and not with one.
+
+    ``shifted=True`` passes a (possibly all-true) mask, so its standardised
+    advantages would differ from the two-pass path; ActiveAgentGAE always
+    passes one.
+    """
+    gae = MultiAgentGAE(gamma=0.9, lmbda=0.9, value_network=None)
+    adv = torch.randn(4, 10, 3, 1)
+    unmasked = gae._normalize_advantage(adv, None)
+    all_valid = gae._normalize_advantage(adv, torch.ones(4, 10, 3, dtype=torch.bool))
+    assert not torch.allclose(unmasked, all_valid)
+    n = 4 * 10
+    assert torch.allclose(all_valid, unmasked * (n / (n - 1)) ** 0.5, atol=1e-5)
