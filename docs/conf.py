@@ -33,6 +33,8 @@ source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
 exclude_patterns = ["_build", "_inventories", "Thumbs.db", ".DS_Store"]
 myst_enable_extensions = ["colon_fence", "deflist"]
 myst_heading_anchors = 3
+# Smart quotes would turn the "--" of command-line options into dashes.
+smartquotes = False
 
 # Every cross-reference must resolve: a broken :class: or :func: is a warning,
 # and the build runs with -W.
@@ -65,10 +67,11 @@ def _process_docstring(app, what, name, obj, options, lines):
 
 napoleon._process_docstring = _process_docstring
 
+# No "show-inheritance": "Bases: object" on every dataclass is noise, and the
+# classes that extend TorchRL's say so in their first line.
 autodoc_default_options = {
     "members": True,
     "member-order": "bysource",
-    "show-inheritance": True,
 }
 autodoc_typehints = "description"
 autodoc_typehints_description_target = "documented_params"

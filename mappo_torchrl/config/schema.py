@@ -12,7 +12,7 @@ from typing import Any
 
 
 class ConfigError(ValueError):
-    """A config value is not allowed.
+    """A config value is not allowed (a :class:`ValueError`).
 
     The message is one line that names the option, the bad value and what is
     allowed, e.g. ``collector.frames_per_batch=6001: must be a multiple of
