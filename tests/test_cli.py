@@ -48,7 +48,7 @@ def test_train_writes_config_metrics_and_status(tmp_path, capsys):
     ):
         assert column in rows[0]
     assert json.loads((run_dir / "status.json").read_text())["status"] == "finished"
-    assert "mean episode return over the last 5 iterations" in capsys.readouterr().out
+    assert "mean episode return over the last 2 iterations" in capsys.readouterr().out
 
 
 def test_config_file_and_overrides_combine(tmp_path):

@@ -94,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"\nmappo: interrupted at {trainer.frames} frames; metrics in {run_dir.path}")
         return 130
     wall = time.perf_counter() - start
-    final = statistics.fmean(m["train/episode_return"] for m in history[-5:])
+    last = history[-5:]
+    final = statistics.fmean(m["train/episode_return"] for m in last)
     run_dir.write_status(
         "finished",
         iteration=trainer.iteration,
@@ -104,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
     )
     print(
         f"mappo: done: {trainer.frames} frames in {wall:.0f} s; "
-        f"mean episode return over the last 5 iterations: {final:.3f}; run: {run_dir.path}"
+        f"mean episode return over the last {len(last)} iterations: {final:.3f}; "
+        f"run: {run_dir.path}"
     )
     return 0
