@@ -57,9 +57,8 @@ def main() -> None:
     # -- loop -----------------------------------------------------------------
     for iteration, batch in enumerate(collector, start=1):
         with torch.no_grad():
-            loss.value_estimator(
-                batch
-            )  # writes ("agents", "advantage"), ("agents", "value_target")
+            # writes ("agents", "advantage") and ("agents", "value_target")
+            loss.value_estimator(batch)
         buffer.extend(batch.reshape(-1))
         for _ in range(num_epochs):
             for _ in range(frames_per_batch // minibatch_size):

@@ -1,0 +1,1 @@
+"""The ``mappo`` command line: ``mappo train`` and ``mappo scenarios``."""

@@ -23,7 +23,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "eval",
         help="evaluate a checkpoint: returns per agent and team, optionally a video",
         description=(
-            "Load a checkpoint (a run directory's newest, or a ckpt-*.pt file), play N "
+            "Load a checkpoint (a run directory's newest, or one ckpt-NNNNNN.pt file), play N "
             "episodes side by side and print each agent's and the team's return. "
             "--video renders the first episode (mp4; gif without the video extra)."
         ),

@@ -11,6 +11,16 @@ from mappo_torchrl.cli.options import OneLineParser
 
 
 def build_parser() -> OneLineParser:
+    """The ``mappo`` argument parser, with one sub-command per verb.
+
+    The docs render their command-line reference from this parser.
+
+    Example:
+        >>> from mappo_torchrl.cli.main import build_parser
+        >>> args = build_parser().parse_args(["train", "--optim.actor_lr", "1e-3"])
+        >>> args.command, vars(args)["cfg:optim.actor_lr"]
+        ('train', '1e-3')
+    """
     parser = OneLineParser(
         prog="mappo",
         description="Multi-Agent PPO on TorchRL and VMAS.",
@@ -35,6 +45,12 @@ def _list_scenarios(args) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``mappo`` command with ``argv`` (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit code: 0 on success, 130 when training was interrupted. Bad
+        input raises ``SystemExit(2)`` after printing one line on stderr.
+    """
     args = build_parser().parse_args(argv)
     return args.func(args)
 

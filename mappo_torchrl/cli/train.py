@@ -43,6 +43,7 @@ from mappo_torchrl.training.session import StopRequested, TrainingRun
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``train`` sub-command and its options to ``subparsers``."""
     parser = subparsers.add_parser(
         "train",
         help="train MAPPO on a VMAS scenario",
@@ -108,6 +109,7 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Train as ``args`` say, writing the run directory; return the exit code."""
     if args.resume is not None:
         return resume(args)
     try:

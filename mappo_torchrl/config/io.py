@@ -24,12 +24,31 @@ from mappo_torchrl.config.schema import ConfigError, RunConfig
 
 
 def to_dict(config: Any) -> dict[str, Any]:
-    """The config as nested plain dicts (ready for YAML or JSON)."""
+    """The config as nested plain dicts (ready for YAML or JSON).
+
+    Example:
+        >>> from mappo_torchrl.config import RunConfig, to_dict
+        >>> to_dict(RunConfig())["loss"]["gamma"]
+        0.9
+    """
     return dataclasses.asdict(config)
 
 
 def from_dict(data: Mapping[str, Any], cls: type = RunConfig, prefix: str = "") -> Any:
-    """Build ``cls`` from nested dicts; unknown keys raise :class:`ConfigError`."""
+    """Build ``cls`` from nested dicts; unknown keys raise :class:`ConfigError`.
+
+    Missing keys keep their defaults, and values are type-checked (an ``int``
+    is accepted where a ``float`` is expected).
+
+    Example:
+        >>> from mappo_torchrl.config import from_dict
+        >>> from_dict({"env": {"scenario": "balance"}, "seed": 3}).env.scenario
+        'balance'
+        >>> from_dict({"optim": {"lr": 1e-3}})
+        Traceback (most recent call last):
+        ...
+        mappo_torchrl.config.schema.ConfigError: optim.lr=0.001: unknown option; allowed: ...
+    """
     if not isinstance(data, Mapping):
         raise ConfigError(prefix.rstrip(".") or "config", data, "must be a mapping")
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -102,6 +121,7 @@ def apply_overrides(config: RunConfig, overrides: Mapping[str, Any]) -> RunConfi
     ``"1e-3"``, ``"true"`` and ``'{"n_agents": 4}'`` all work).
 
     Example:
+        >>> from mappo_torchrl.config import RunConfig, apply_overrides
         >>> cfg = apply_overrides(RunConfig(), {"optim.actor_lr": "1e-3"})
         >>> cfg.optim.actor_lr
         0.001
@@ -120,7 +140,13 @@ def apply_overrides(config: RunConfig, overrides: Mapping[str, Any]) -> RunConfi
 
 
 def iter_options(cls: type = RunConfig, prefix: str = "") -> Iterator[tuple[str, Any, str]]:
-    """Yield ``(dotted_name, type_hint, docstring)`` for every leaf option."""
+    """Yield ``(dotted_name, type_hint, docstring)`` for every leaf option.
+
+    Example:
+        >>> from mappo_torchrl.config import iter_options
+        >>> next(iter_options())
+        ('env.scenario', <class 'str'>, 'VMAS scenario name, e.g. navigation, ...')
+    """
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
     for f in dataclasses.fields(cls):
@@ -133,7 +159,13 @@ def iter_options(cls: type = RunConfig, prefix: str = "") -> Iterator[tuple[str,
 
 @cache
 def field_docs(cls: type) -> dict[str, str]:
-    """The docstring written under each field of a dataclass, by field name."""
+    """The docstring written under each field of a dataclass, by field name.
+
+    Example:
+        >>> from mappo_torchrl.config import LossConfig, field_docs
+        >>> field_docs(LossConfig)["gamma"]
+        'Discount factor.'
+    """
     tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     body = tree.body[0].body
     docs = {}

@@ -95,6 +95,7 @@ def apply_preset(config: RunConfig, name: str) -> RunConfig:
     """``config`` with the preset's values set.
 
     Example:
+        >>> from mappo_torchrl.config import RunConfig, apply_preset
         >>> apply_preset(RunConfig(), "paper").optim.num_epochs
         15
     """

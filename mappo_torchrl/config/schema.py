@@ -12,7 +12,7 @@ from typing import Any
 
 
 class ConfigError(ValueError):
-    """A config value is not allowed.
+    """A config value is not allowed (a :class:`ValueError`).
 
     The message is one line that names the option, the bad value and what is
     allowed, e.g. ``collector.frames_per_batch=6001: must be a multiple of
@@ -60,6 +60,7 @@ class EnvConfig:
     by name prefix), all_in_one_group or one_group_per_agent."""
 
     def validate(self) -> None:
+        """Raise :class:`ConfigError` on the first value that is not allowed."""
         _check(
             isinstance(self.scenario, str) and bool(self.scenario),
             "env.scenario",
@@ -113,6 +114,7 @@ class ModelConfig:
     value head 1)."""
 
     def validate(self) -> None:
+        """Raise :class:`ConfigError` on the first value that is not allowed."""
         for name in ("actor_cells", "actor_depth", "critic_cells", "critic_depth"):
             value = getattr(self, name)
             _check(value > 0, f"model.{name}", value, "must be a positive integer")
@@ -152,6 +154,7 @@ class LossConfig:
     """Decay of the popart value normaliser."""
 
     def validate(self) -> None:
+        """Raise :class:`ConfigError` on the first value that is not allowed."""
         _check(0.0 <= self.gamma <= 1.0, "loss.gamma", self.gamma, "must be in [0, 1]")
         _check(0.0 <= self.lmbda <= 1.0, "loss.lmbda", self.lmbda, "must be in [0, 1]")
         _check(self.clip_epsilon > 0, "loss.clip_epsilon", self.clip_epsilon, "must be > 0")
@@ -178,6 +181,7 @@ class CollectorConfig:
     """Environment steps for the whole run."""
 
     def validate(self, num_envs: int) -> None:
+        """Raise :class:`ConfigError` on the first value not allowed with ``num_envs`` envs."""
         _check(
             self.frames_per_batch > 0,
             "collector.frames_per_batch",
@@ -227,6 +231,7 @@ class OptimConfig:
     """Decay both learning rates linearly to zero over the run."""
 
     def validate(self, frames_per_batch: int) -> None:
+        """Raise :class:`ConfigError` on the first value not allowed with that batch size."""
         _check(
             self.num_epochs > 0, "optim.num_epochs", self.num_epochs, "must be a positive integer"
         )
@@ -286,6 +291,7 @@ class PerfConfig:
     """Capture the collector's policy as a CUDA graph (CUDA only)."""
 
     def validate(self, device: str, lr_decay: bool) -> None:
+        """Raise :class:`ConfigError` on a switch that ``device`` or ``lr_decay`` rules out."""
         on_cuda = device.startswith("cuda")
         for name in ("cudagraph_update", "cudagraph_policy"):
             value = getattr(self, name)
@@ -319,6 +325,7 @@ class EvalConfig:
     needs the video extra and a display, e.g. xvfb-run)."""
 
     def validate(self) -> None:
+        """Raise :class:`ConfigError` on the first value that is not allowed."""
         _check(
             self.interval >= 0, "eval.interval", self.interval, "must be 0 or a positive integer"
         )
@@ -342,6 +349,7 @@ class CheckpointConfig:
     """How many of the newest checkpoints to keep."""
 
     def validate(self) -> None:
+        """Raise :class:`ConfigError` on the first value that is not allowed."""
         _check(
             self.interval >= 0,
             "checkpoint.interval",
@@ -361,12 +369,25 @@ class LoggerConfig:
     """W&B project or MLflow experiment name."""
 
     def validate(self) -> None:
+        """Raise :class:`ConfigError` on the first value that is not allowed."""
         _choice("logger.backend", self.backend, LOGGERS)
 
 
 @dataclass
 class RunConfig:
-    """Everything one training run needs, one section per concern."""
+    """Everything one training run needs, one section per concern.
+
+    Example:
+        >>> from mappo_torchrl.config import RunConfig
+        >>> config = RunConfig()
+        >>> config.env.scenario, config.collector.total_frames, config.model.centralized_critic
+        ('navigation', 300000, True)
+        >>> config.optim.minibatch_size = 7000
+        >>> config.validate()
+        Traceback (most recent call last):
+        ...
+        mappo_torchrl.config.schema.ConfigError: optim.minibatch_size=7000: must be at most ...
+    """
 
     env: EnvConfig = field(default_factory=EnvConfig)
     """Environment."""

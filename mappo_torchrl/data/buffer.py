@@ -20,6 +20,9 @@ def make_replay_buffer(
     ``size // minibatch_size`` gradient steps.
 
     Example:
+        >>> import torch
+        >>> from tensordict import TensorDict
+        >>> from mappo_torchrl.data import make_replay_buffer
         >>> rb = make_replay_buffer(size=100, minibatch_size=32)
         >>> _ = rb.extend(TensorDict({"x": torch.arange(100)}, [100]))
         >>> rb.sample()["x"].shape

@@ -31,6 +31,18 @@ def make_collector(
         device: where the policy runs and data is stored (defaults to the env's).
         compile_policy: ``torch.compile`` the policy.
         cudagraph_policy: capture the policy as a CUDA graph (CUDA only).
+
+    Example:
+        >>> from mappo_torchrl.data import make_collector
+        >>> from mappo_torchrl.envs import make_env
+        >>> from mappo_torchrl.models import make_actor
+        >>> env = make_env("navigation", num_envs=4, max_steps=10)
+        >>> collector = make_collector(
+        ...     env, make_actor(env, "agents"), frames_per_batch=40, total_frames=80
+        ... )
+        >>> [batch.batch_size for batch in collector]
+        [torch.Size([4, 10]), torch.Size([4, 10])]
+        >>> collector.shutdown()
     """
     device = env.device if device is None else device
     return Collector(

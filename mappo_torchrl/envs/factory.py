@@ -34,7 +34,7 @@ def make_env(
         max_steps: episode length.
         continuous_actions: continuous forces if true, discrete actions if false.
         truncate_at_max_steps: end episodes at ``max_steps`` with ``truncated``
-            (TorchRL's :class:`~torchrl.envs.StepCounter`), so that GAE
+            (TorchRL's :class:`~torchrl.envs.transforms.StepCounter`), so that GAE
             bootstraps from the last state's value. If false, VMAS's own limit
             is used, which sets ``terminated``: the time limit then looks like
             a terminal state and is not bootstrapped.
@@ -42,10 +42,11 @@ def make_env(
         seed: environment seed (``None`` leaves VMAS unseeded).
         scenario_kwargs: passed to the scenario (``n_agents``, ...), on top of
             :data:`~mappo_torchrl.envs.scenarios.SCENARIO_DEFAULTS`.
-        group_map: a :class:`~torchrl.envs.MarlGroupMapType` or a dict
+        group_map: a :obj:`~torchrl.envs.MarlGroupMapType` or a dict
             ``{group: [agent names]}``; VMAS groups agents by name by default.
 
     Example:
+        >>> from mappo_torchrl.envs import make_env
         >>> env = make_env("navigation", num_envs=4, seed=0)
         >>> env.group_map
         {'agents': ['agent_0', 'agent_1', 'agent_2']}
@@ -71,11 +72,18 @@ def make_env(
 
 
 def track_episode_returns(env: EnvBase) -> TransformedEnv:
-    """Add a :class:`~torchrl.envs.RewardSum` per group, writing ``episode_reward``.
+    """Add a :class:`~torchrl.envs.transforms.RewardSum` per group, writing ``episode_reward``.
 
     This is all the pipeline needs from an env beyond TorchRL's multi-agent
     layout, so any TorchRL multi-agent env (PettingZoo, SMACv2, MeltingPot,
     your own) can be wrapped with it and trained without other changes.
+
+    Example:
+        >>> from torchrl.envs.libs.vmas import VmasEnv
+        >>> from mappo_torchrl.envs import track_episode_returns
+        >>> env = track_episode_returns(VmasEnv("navigation", num_envs=2, n_agents=2))
+        >>> env.rollout(3)["next", "agents", "episode_reward"].shape
+        torch.Size([2, 3, 2, 1])
     """
     keys = all_group_keys(env)
     rewards = list(dict.fromkeys(k.reward for k in keys.values()))

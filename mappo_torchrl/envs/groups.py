@@ -29,7 +29,8 @@ class GroupKeys:
         terminated: terminated flag, laid out like ``done``.
         team_done: the team's done flag at the root, or ``None`` if the env has
             only per-agent flags. A team episode ends when it is set.
-        episode_reward: running episode return written by :class:`~torchrl.envs.RewardSum`.
+        episode_reward: running episode return, written by
+            :class:`~torchrl.envs.transforms.RewardSum`.
         state: global state at the root, if the env provides one, else ``None``.
         action_mask: boolean mask of available discrete actions, or ``None``.
         agent_mask: boolean "agent is active" mask, shape ``[*B, n_agents]``, or ``None``.
@@ -51,18 +52,22 @@ class GroupKeys:
     # Keys the policy, critic and loss write.
     @property
     def log_prob(self) -> NestedKey:
+        """``(group, "action_log_prob")``: the log-probability the actor writes."""
         return (self.group, "action_log_prob")
 
     @property
     def state_value(self) -> NestedKey:
+        """``(group, "state_value")``: the value the critic writes, one per agent."""
         return (self.group, "state_value")
 
     @property
     def advantage(self) -> NestedKey:
+        """``(group, "advantage")``: the advantage GAE writes, one per agent."""
         return (self.group, "advantage")
 
     @property
     def value_target(self) -> NestedKey:
+        """``(group, "value_target")``: the critic's regression target GAE writes."""
         return (self.group, "value_target")
 
 
@@ -73,8 +78,11 @@ def group_keys(env: EnvBase, group: str) -> GroupKeys:
         ValueError: if the group is unknown or has no ``observation`` entry.
 
     Example:
-        >>> env = make_env("navigation", num_envs=2)  # doctest: +SKIP
-        >>> group_keys(env, "agents").done
+        >>> from mappo_torchrl.envs import group_keys, make_env
+        >>> keys = group_keys(make_env("navigation", num_envs=2), "agents")
+        >>> keys.observation, keys.action, keys.n_agents
+        (('agents', 'observation'), ('agents', 'action'), 3)
+        >>> keys.done  # VMAS's done flag is the team's, at the root
         'done'
     """
     group_map = env.group_map
@@ -113,7 +121,14 @@ def group_keys(env: EnvBase, group: str) -> GroupKeys:
 
 
 def all_group_keys(env: EnvBase) -> dict[str, GroupKeys]:
-    """:func:`group_keys` for every group of ``env``, in ``env.group_map`` order."""
+    """:func:`group_keys` for every group of ``env``, in ``env.group_map`` order.
+
+    Example:
+        >>> from mappo_torchrl.envs import all_group_keys, make_env
+        >>> keys = all_group_keys(make_env("simple_tag", num_envs=2))
+        >>> {group: k.n_agents for group, k in keys.items()}
+        {'adversary': 3, 'agent': 1}
+    """
     return {group: group_keys(env, group) for group in env.group_map}
 
 

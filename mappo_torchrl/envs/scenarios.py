@@ -12,7 +12,13 @@ SCENARIO_DEFAULTS: dict[str, dict[str, object]] = {"navigation": {"n_agents": 3}
 
 @cache
 def vmas_scenarios() -> tuple[str, ...]:
-    """All scenario names VMAS can build (main, MPE and debug scenarios)."""
+    """All scenario names VMAS can build (main, MPE and debug scenarios), sorted.
+
+    Example:
+        >>> from mappo_torchrl.envs import vmas_scenarios
+        >>> {"navigation", "balance", "simple_tag"} <= set(vmas_scenarios())
+        True
+    """
     import vmas
 
     names = [*vmas.scenarios, *vmas.mpe_scenarios, *vmas.debug_scenarios]
@@ -23,6 +29,7 @@ def check_scenario(name: str) -> str:
     """Return ``name`` if VMAS knows it, else raise a ``ValueError`` that lists the names.
 
     Example:
+        >>> from mappo_torchrl.envs import check_scenario
         >>> check_scenario("navigation")
         'navigation'
     """

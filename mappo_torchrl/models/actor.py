@@ -27,8 +27,9 @@ def make_actor(
     orthogonal_init: bool = False,
     device: torch.device | str | None = None,
 ) -> ProbabilisticActor:
-    """The policy of one agent group, as a :class:`~torchrl.modules.ProbabilisticActor`.
+    """The policy of one agent group.
 
+    It is a :class:`~torchrl.modules.tensordict_module.ProbabilisticActor`.
     Continuous actions use a :class:`~torchrl.modules.TanhNormal` bounded by
     the action spec; discrete actions a categorical distribution, masked with
     the env's ``action_mask`` when it has one (masked actions are never
@@ -47,6 +48,8 @@ def make_actor(
         device: parameter device (defaults to the env's).
 
     Example:
+        >>> from mappo_torchrl.envs import make_env
+        >>> from mappo_torchrl.models import make_actor
         >>> env = make_env("navigation", num_envs=2)
         >>> actor = make_actor(env, "agents")
         >>> actor(env.reset())["agents", "action"].shape

@@ -58,6 +58,8 @@ def make_critic(
         device: parameter device (defaults to the env's).
 
     Example:
+        >>> from mappo_torchrl.envs import make_env
+        >>> from mappo_torchrl.models import make_critic
         >>> env = make_env("navigation", num_envs=2)
         >>> critic = make_critic(env, "agents")
         >>> critic(env.reset())["agents", "state_value"].shape

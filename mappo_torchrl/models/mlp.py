@@ -10,7 +10,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
 
 
 class AgentMLP(MultiAgentMLP):
-    """:class:`~torchrl.modules.MultiAgentMLP` with an optional input LayerNorm.
+    """TorchRL's ``MultiAgentMLP`` with an optional input LayerNorm.
 
     With ``feature_norm=True`` each agent network starts with a LayerNorm over
     its input (the whole concatenated input when centralised), which is what
@@ -48,7 +48,21 @@ def make_mlp(
     """An :class:`AgentMLP`, orthogonally initialised if asked.
 
     ``head_gain`` is the gain of the output layer when ``orthogonal_init`` is
-    set (0.01 for a policy, 1 for a value function, as in MAPPO).
+    set (0.01 for a policy, 1 for a value function, as in MAPPO). The other
+    arguments are those of TorchRL's ``MultiAgentMLP``, with
+    ``activation`` a name (``"tanh"`` or ``"relu"``) and ``feature_norm`` that
+    of :class:`AgentMLP`.
+
+    Example:
+        >>> import torch
+        >>> from mappo_torchrl.models import make_mlp
+        >>> mlp = make_mlp(
+        ...     n_agent_inputs=4, n_agent_outputs=1, n_agents=3, centralized=True,
+        ...     share_params=True, num_cells=16, depth=2, activation="tanh",
+        ...     feature_norm=False, orthogonal_init=True, head_gain=1.0,
+        ... )
+        >>> mlp(torch.zeros(5, 3, 4)).shape  # [batch, n_agents, n_agent_outputs]
+        torch.Size([5, 3, 1])
     """
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation={activation!r}: must be one of {', '.join(ACTIVATIONS)}")

@@ -33,6 +33,7 @@ class ActiveAgentGAE(MultiAgentGAE):
         self.agent_mask_key = agent_mask_key
 
     def forward(self, tensordict: TensorDictBase, **kwargs) -> TensorDictBase:
+        """Write advantages and value targets, standardised over active agents only."""
         standardize = self.average_gae
         self.average_gae = False
         try:

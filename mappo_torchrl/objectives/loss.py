@@ -76,7 +76,24 @@ class MultiAgentPPOLoss(MAPPOLoss):
 def make_value_norm(
     kind: str, *, beta: float = 0.99999, device: torch.device | str | None = None
 ) -> ValueNorm | None:
-    """``"popart"`` (EMA, the original MAPPO ValueNorm), ``"running"`` (exact) or ``"none"``."""
+    """A value normaliser by name, to share between a critic and its loss.
+
+    Args:
+        kind: ``"popart"`` (an exponential moving average, the original MAPPO
+            ``ValueNorm``), ``"running"`` (exact running statistics) or
+            ``"none"``.
+        beta: decay of the ``"popart"`` averages.
+        device: where the statistics live.
+
+    Returns:
+        A :class:`~torchrl.modules.PopArtValueNorm`, a
+        :class:`~torchrl.modules.RunningValueNorm`, or ``None`` for ``"none"``.
+
+    Example:
+        >>> from mappo_torchrl.objectives import make_value_norm
+        >>> type(make_value_norm("popart")).__name__, make_value_norm("none")
+        ('PopArtValueNorm', None)
+    """
     if kind == "none":
         return None
     if kind == "popart":
@@ -137,11 +154,15 @@ def make_loss(
         shifted_budget: extra critic time slots for ``shifted``.
 
     Example:
+        >>> import torch
+        >>> from mappo_torchrl.envs import group_keys, make_env
+        >>> from mappo_torchrl.models import make_actor, make_critic
+        >>> from mappo_torchrl.objectives import make_loss
         >>> env = make_env("navigation", num_envs=2)
         >>> keys = group_keys(env, "agents")
         >>> loss = make_loss(make_actor(env, "agents"), make_critic(env, "agents"), keys)
-        >>> data = env.rollout(5, loss.actor_network)
-        >>> with torch.no_grad():
+        >>> with torch.no_grad():  # collected data carries no gradients
+        ...     data = env.rollout(5, loss.actor_network)
         ...     _ = loss.value_estimator(data)
         >>> sorted(k for k in loss(data.reshape(-1)).keys() if k.startswith("loss_"))
         ['loss_critic', 'loss_entropy', 'loss_objective']

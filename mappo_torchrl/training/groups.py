@@ -37,6 +37,7 @@ class GroupLearner:
 
     @property
     def critic(self) -> torch.nn.Module:
+        """The group's value function (the loss's ``critic_network``)."""
         return self.loss.critic_network
 
 
@@ -53,8 +54,23 @@ def make_group_learner(
 ) -> GroupLearner:
     """Build actor, critic, loss and optimisers of ``group`` from the configs.
 
+    This is what :class:`~mappo_torchrl.training.Trainer` does for every
+    group of its env; call it yourself to train one group in your own loop.
     ``shifted_budget`` is the number of extra critic time slots GAE gets when
     ``perf.shifted_gae`` is on (one per time-limit reset a row can hold).
+
+    Example:
+        >>> from mappo_torchrl.config import RunConfig
+        >>> from mappo_torchrl.envs import make_env
+        >>> from mappo_torchrl.training import make_group_learner
+        >>> cfg = RunConfig()
+        >>> env = make_env("navigation", num_envs=2)
+        >>> learner = make_group_learner(
+        ...     env, "agents", model=cfg.model, loss=cfg.loss, optim=cfg.optim, perf=cfg.perf,
+        ...     device="cpu",
+        ... )
+        >>> learner.keys.group, type(learner.loss).__name__, learner.value_norm
+        ('agents', 'MultiAgentPPOLoss', None)
     """
     keys = group_keys(env, group)
     value_norm = make_value_norm(loss.value_norm, beta=loss.value_norm_beta, device=device)

@@ -23,10 +23,19 @@ def finished_episode_returns(batch: TensorDictBase, keys: GroupKeys) -> torch.Te
     """Per-agent returns of the episodes that ended in ``batch``, flattened.
 
     ``batch`` is a collector batch. An agent's episode return is the sum of its
-    rewards over the team's episode (tracked by :class:`~torchrl.envs.RewardSum`);
-    each finished episode contributes one value per agent. Episodes end with
-    the team's done flag (VMAS, PettingZoo: shape ``[..., 1]`` at the root);
-    envs with only per-agent flags use those.
+    rewards over the team's episode (tracked by
+    :class:`~torchrl.envs.transforms.RewardSum`); each finished episode
+    contributes one value per agent. Episodes end with the team's done flag
+    (VMAS, PettingZoo: shape ``[..., 1]`` at the root); envs with only
+    per-agent flags use those.
+
+    Example:
+        >>> from mappo_torchrl.envs import group_keys, make_env
+        >>> from mappo_torchrl.training import finished_episode_returns
+        >>> env = make_env("navigation", num_envs=2, max_steps=5)
+        >>> batch = env.rollout(5)  # every env finishes one episode at step 5
+        >>> finished_episode_returns(batch, group_keys(env, "agents")).shape  # 2 envs x 3 agents
+        torch.Size([6])
     """
     returns = batch.get(("next", *_tuple(keys.episode_reward)))
     done = batch.get(("next", *_tuple(keys.team_done or keys.done)))
@@ -36,7 +45,10 @@ def finished_episode_returns(batch: TensorDictBase, keys: GroupKeys) -> torch.Te
 
 
 def mean_episode_return(batch: TensorDictBase, groups: list[GroupKeys]) -> torch.Tensor:
-    """Mean per-agent episode return over all groups' finished episodes (NaN if none)."""
+    """Mean per-agent episode return over all groups' finished episodes (NaN if none).
+
+    This is the ``train/episode_return`` metric.
+    """
     returns = torch.cat([finished_episode_returns(batch, keys) for keys in groups])
     if returns.numel() == 0:
         return torch.tensor(float("nan"), device=returns.device)

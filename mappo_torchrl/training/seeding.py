@@ -10,7 +10,15 @@ import torch
 
 
 def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (all devices)."""
+    """Seed python, numpy and torch (all devices).
+
+    Example:
+        >>> import torch
+        >>> from mappo_torchrl.training import seed_everything
+        >>> seed_everything(0); a = torch.rand(2)
+        >>> seed_everything(0); torch.equal(a, torch.rand(2))
+        True
+    """
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

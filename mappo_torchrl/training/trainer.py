@@ -31,7 +31,12 @@ Callback = Callable[[Metrics], None]
 
 
 def make_run_env(config: RunConfig, *, seed: int | None = None) -> EnvBase:
-    """The VMAS env described by ``config.env``, on ``config.device``."""
+    """The VMAS env described by ``config.env``, on ``config.device``.
+
+    Args:
+        config: the run's configuration.
+        seed: the env seed; ``config.seed`` if ``None``.
+    """
     return make_env(
         config.env.scenario,
         num_envs=config.env.num_envs,
@@ -61,12 +66,29 @@ class Trainer:
             against this env's batch size. An env without ``episode_reward``
             tracking gets :func:`~mappo_torchrl.envs.track_episode_returns` added.
 
+    Attributes:
+        config: the validated configuration.
+        env: the env being trained on.
+        groups: one :class:`~mappo_torchrl.training.GroupLearner` per agent
+            group, by group name.
+        policy: every group's actor in one module, the collector's policy.
+        collector: the :class:`~torchrl.collectors.Collector`.
+        buffer: the :class:`~torchrl.data.ReplayBuffer` minibatches come from.
+        iteration: iterations done so far.
+        frames: env steps collected so far.
+
     Example:
+        >>> from mappo_torchrl.config import RunConfig
+        >>> from mappo_torchrl.training import Trainer
         >>> cfg = RunConfig()
-        >>> cfg.collector.total_frames = 6_000
+        >>> cfg.env.num_envs, cfg.env.max_steps = 4, 10
+        >>> cfg.collector.frames_per_batch, cfg.collector.total_frames = 40, 80
+        >>> cfg.optim.minibatch_size = 20
         >>> history = Trainer(cfg).train(progress=False)
-        >>> sorted(history[-1])[:3]
-        ['frames', 'iteration', 'time/collect_s']
+        >>> [m["frames"] for m in history]
+        [40, 80]
+        >>> sorted(k for k in history[-1] if k.startswith("train/"))[:4]
+        ['train/actor_lr', 'train/clip_fraction', 'train/entropy', 'train/episode_return']
     """
 
     def __init__(self, config: RunConfig, *, env: EnvBase | None = None) -> None:
@@ -172,7 +194,12 @@ class Trainer:
     # -- one update -------------------------------------------------------------
 
     def update(self, batch: TensorDictBase) -> Metrics:
-        """Advantages, then the PPO epochs, on one collected batch."""
+        """Advantages, then the PPO epochs, on one collected batch.
+
+        Returns:
+            The iteration's ``train/*`` metrics: the mean episode return and
+            the loss terms and gradient norms averaged over its minibatches.
+        """
         groups = list(self.groups.values())
         episode_return = mean_episode_return(batch, [g.keys for g in groups])
         with torch.no_grad():
