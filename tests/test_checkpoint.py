@@ -282,3 +282,37 @@ def test_weights_of_other_shapes_do_not_load_even_under_the_same_config(tmp_path
     state["config"]["model"]["critic_cells"] = 16  # a config that lies about the weights
     with pytest.raises(CheckpointError, match="does not fit this run"):
         load_trainer_state(target, state)
+
+
+def test_non_vmas_env_checkpoints_everything_but_the_episode(tmp_path):
+    """A custom env's state is not saved: learning state round-trips, episodes restart."""
+    from mappo_torchrl.envs.toy import TargetPickingEnv
+    from mappo_torchrl.training.checkpoint import (
+        load_checkpoint,
+        load_trainer_state,
+        resumable_env,
+        save_checkpoint,
+        trainer_state,
+    )
+
+    def make():
+        cfg = tiny_config()
+        cfg.collector.frames_per_batch, cfg.collector.total_frames = 32, 64
+        return Trainer(cfg, env=TargetPickingEnv(num_envs=4, seed=0))
+
+    trainer = make()
+    assert not resumable_env(trainer.env)
+    path = tmp_path / "ckpt.pt"
+    trainer.train(
+        progress=False, callbacks=[lambda m: save_checkpoint(trainer_state(trainer), path)]
+    )
+    fresh = make()
+    load_trainer_state(fresh, load_checkpoint(path))
+    assert fresh.iteration == trainer.iteration == 2
+    assert load_checkpoint(path)["env"] is None
+    for a, b in zip(
+        trainer.groups["agents"].loss.parameters(),
+        fresh.groups["agents"].loss.parameters(),
+        strict=True,
+    ):
+        assert torch.equal(a, b)

@@ -8,7 +8,9 @@ iteration reads:
 - the collector: its counters, and the tensordict it acts on next (the last
   observation, running episode returns and step counts of
   :class:`~torchrl.envs.RewardSum` / :class:`~torchrl.envs.StepCounter`);
-- the VMAS simulation (:mod:`mappo_torchrl.envs.snapshot`);
+- the VMAS simulation (:mod:`mappo_torchrl.envs.snapshot`); other envs'
+  internal state cannot be saved in general, so their resumed runs start new
+  episodes (see :func:`resumable_env`);
 - every random stream (:mod:`mappo_torchrl.training.rng`);
 - the iteration and frame counters and the config.
 
@@ -31,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from mappo_torchrl.config import to_dict
-from mappo_torchrl.envs.snapshot import EnvStateError, load_vmas_state, vmas_state
+from mappo_torchrl.envs.snapshot import EnvStateError, load_vmas_state, vmas_env, vmas_state
 from mappo_torchrl.training.rng import rng_state, set_rng_state
 
 if TYPE_CHECKING:
@@ -69,12 +71,26 @@ def trainer_state(trainer: Trainer, **extra: Any) -> dict[str, Any]:
         },
         "schedulers": [s.state_dict() for s in trainer.schedulers],
         "collector": collector.state_dict(),
-        # Collector.state_dict leaves out the tensordict it acts on next.
-        "carrier": collector._carrier.to_dict(),
-        "env": vmas_state(trainer.env),
+        # Collector.state_dict leaves out the tensordict it acts on next. It only
+        # matches the env's internal state where that state can be saved (VMAS).
+        "carrier": collector._carrier.to_dict() if resumable_env(trainer.env) else None,
+        "env": vmas_state(trainer.env) if resumable_env(trainer.env) else None,
         "rng": rng_state(),
         "extra": extra,
     }
+
+
+def resumable_env(env) -> bool:
+    """Whether a checkpoint can hold ``env``'s simulation state (VMAS envs) for an exact resume.
+
+    For other envs a checkpoint keeps everything else; a resumed run then
+    starts new episodes where the old ones were cut.
+    """
+    try:
+        vmas_env(env)
+    except EnvStateError:
+        return False
+    return True
 
 
 def load_trainer_state(trainer: Trainer, state: dict[str, Any], *, source: str = "") -> None:
@@ -99,8 +115,12 @@ def load_trainer_state(trainer: Trainer, state: dict[str, Any], *, source: str =
             group.critic_optim.load_state_dict(saved["critic_optim"])
         for scheduler, saved in zip(trainer.schedulers, state["schedulers"], strict=True):
             scheduler.load_state_dict(saved)
-        _load_collector(trainer.collector, state["collector"], state["carrier"])
-        load_vmas_state(trainer.env, state["env"])
+        if state["env"] is None:
+            # An env whose state cannot be saved starts fresh episodes on resume.
+            trainer.collector.load_state_dict(state["collector"])
+        else:
+            _load_collector(trainer.collector, state["collector"], state["carrier"])
+            load_vmas_state(trainer.env, state["env"])
     except (RuntimeError, ValueError, KeyError, EnvStateError) as err:
         raise CheckpointError(f"{where}does not fit this run ({_first_line(err)})") from None
     trainer.iteration = state["iteration"]
