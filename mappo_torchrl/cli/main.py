@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -52,6 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         input raises ``SystemExit(2)`` after printing one line on stderr.
     """
     args = build_parser().parse_args(argv)
+    # TorchRL logs routine notes at INFO ("Initialized LazyTensorStorage ..."),
+    # which would land in the middle of the progress bar.
+    logging.getLogger("torchrl").setLevel(logging.WARNING)
     return args.func(args)
 
 

@@ -182,13 +182,15 @@ class Trainer:
             disable=not progress,
             dynamic_ncols=True,
         ) as bar:
-            for metrics in self.iterations():
-                history.append(metrics)
-                for callback in callbacks:
-                    callback(metrics)
-                bar.update(metrics["frames"] - bar.n)
-                bar.set_postfix(episode_return=f"{metrics['train/episode_return']:.3f}")
-        self.collector.shutdown()
+            try:
+                for metrics in self.iterations():
+                    history.append(metrics)
+                    for callback in callbacks:
+                        callback(metrics)
+                    bar.update(metrics["frames"] - bar.n)
+                    bar.set_postfix(episode_return=f"{metrics['train/episode_return']:.3f}")
+            finally:
+                self.collector.shutdown()
         return history
 
     # -- one update -------------------------------------------------------------
