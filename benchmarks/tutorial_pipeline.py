@@ -174,7 +174,8 @@ def run_tutorial_pipeline(s: TutorialSettings) -> list[dict[str, float]]:
         episode_return = tensordict_data.get(("next", "agents", "episode_reward"))[done].mean()
         history.append(
             {
-                "frames": frames,
+                "frames": tensordict_data.numel(),
+                "total_frames": frames,
                 "episode_return": float(episode_return),
                 "collect_s": collect_s,
                 "update_s": update_s,
