@@ -106,6 +106,9 @@ def run_episodes(
         deterministic: act with the distributions' modes instead of sampling.
 
     Example:
+        >>> from mappo_torchrl.envs import make_env
+        >>> from mappo_torchrl.models import make_actor
+        >>> from mappo_torchrl.training.evaluation import run_episodes
         >>> env = make_env("navigation", num_envs=4, max_steps=10, seed=0)
         >>> actor = make_actor(env, "agents")
         >>> run_episodes(env, actor, max_steps=10).returns["agents"].shape

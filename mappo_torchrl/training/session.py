@@ -47,8 +47,23 @@ class TrainingRun:
         elapsed_s: wall time already spent (when resuming).
 
     Example:
-        >>> run = TrainingRun(Trainer(cfg), RunDir.create("runs/x", cfg))
-        >>> history = run.train()
+        >>> import tempfile
+        >>> from mappo_torchrl.config import RunConfig
+        >>> from mappo_torchrl.training import Trainer
+        >>> from mappo_torchrl.training.rundir import RunDir
+        >>> from mappo_torchrl.training.session import TrainingRun
+        >>> cfg = RunConfig()
+        >>> cfg.env.num_envs, cfg.env.max_steps = 4, 10
+        >>> cfg.collector.frames_per_batch, cfg.collector.total_frames = 40, 80
+        >>> cfg.optim.minibatch_size, cfg.eval.episodes = 20, 2
+        >>> folder = tempfile.TemporaryDirectory()
+        >>> run = TrainingRun(Trainer(cfg), RunDir.create(folder.name, cfg))
+        >>> history = run.train(progress=False)
+        >>> [m["iteration"] for m in history if "eval/episode_return" in m]  # after the last
+        [2]
+        >>> sorted(p.name for p in (run.run_dir.path / "checkpoints").iterdir())
+        ['ckpt-000002.pt']
+        >>> folder.cleanup()
     """
 
     def __init__(
