@@ -6,39 +6,19 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import render_launcher
 
 from mappo_torchrl.viz import video
 from mappo_torchrl.viz.video import VideoUnavailable, write_video
-
-RENDER_ONE_FRAME = """
-from mappo_torchrl.envs import make_env
-frame = make_env("navigation", num_envs=1, seed=0).render(mode="rgb_array")
-assert frame.shape == (700, 700, 3), frame.shape
-"""
 
 
 @pytest.fixture(scope="module")
 def launcher():
     """How to start a process that can render VMAS: directly, under xvfb-run, or skip."""
-    tried = []
-    for prefix in ([], ["xvfb-run", "-a"]):
-        if prefix and shutil.which(prefix[0]) is None:
-            tried.append("xvfb-run is not installed")
-            continue
-        done = subprocess.run(
-            [*prefix, sys.executable, "-c", RENDER_ONE_FRAME],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        if done.returncode == 0:
-            return prefix
-        last = (done.stderr.strip().splitlines() or ["?"])[-1]
-        tried.append(f"{' '.join(prefix) or 'headless'}: {last}")
-    pytest.skip(
-        "no renderer for VMAS on this machine (apt-get install xvfb libgl1 libglu1-mesa): "
-        + "; ".join(tried)
-    )
+    prefix, why_not = render_launcher()
+    if prefix is None:
+        pytest.skip(why_not)
+    return prefix
 
 
 def probe(path) -> dict:
