@@ -133,9 +133,9 @@ class Evaluation:
     """Evaluates a policy on its own env, seeded the same way every time.
 
     The env is built lazily by ``make_env(num_envs=episodes, seed=seed)``,
-    inside :func:`isolated_rng` (building a VMAS env seeds the streams that
-    every VMAS env shares). Calling the object returns ``eval/*`` metrics and
-    ``time/eval_s``.
+    inside :func:`~mappo_torchrl.training.rng.isolated_rng` (building a VMAS
+    env seeds the streams that every VMAS env shares). Calling the object
+    returns ``eval/*`` metrics and ``time/eval_s``.
 
     Args:
         make_env: ``(num_envs, seed) -> env``.
@@ -193,6 +193,7 @@ class Evaluation:
         return metrics
 
     def close(self) -> None:
+        """Close the evaluation env, if it was built."""
         if self.env is not None and not self.env.is_closed:
             self.env.close()
 

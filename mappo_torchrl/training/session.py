@@ -1,7 +1,8 @@
 """A run around the trainer: evaluate, log and checkpoint after each iteration.
 
-:class:`TrainingRun` hooks into :meth:`Trainer.train` as one callback that,
-after every iteration, in this order:
+:class:`TrainingRun` hooks into
+:meth:`Trainer.train <mappo_torchrl.training.Trainer.train>` as one callback
+that, after every iteration, in this order:
 
 1. evaluates when due (every ``eval.interval`` iterations and after the last),
    adding ``eval/*`` metrics, and writes a video every
@@ -117,7 +118,10 @@ class TrainingRun:
         return self.elapsed_before + time.perf_counter() - self.started
 
     def after_iteration(self, metrics: Metrics) -> None:
-        """Evaluate, log and checkpoint as due; the :meth:`Trainer.train` callback."""
+        """Evaluate, log and checkpoint as due.
+
+        This is the :meth:`Trainer.train <mappo_torchrl.training.Trainer.train>` callback.
+        """
         evaluation = self._evaluation_number()
         if evaluation is not None:
             video = self.video and evaluation % self.trainer.config.eval.video_interval == 0

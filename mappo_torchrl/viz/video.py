@@ -1,6 +1,6 @@
 """Rollout videos: frames from VMAS's renderer, written as mp4 (or gif).
 
-Frames come from TorchRL's :class:`~torchrl.record.PixelRenderTransform`,
+Frames come from TorchRL's :obj:`~torchrl.record.PixelRenderTransform`,
 which calls VMAS's ``render(mode="rgb_array")`` (the first of the vectorised
 envs) after every reset and step. VMAS renders with pyglet: headless through
 EGL where the GL libraries are installed, otherwise it needs a display
@@ -28,7 +28,7 @@ class VideoUnavailable(RuntimeError):
 
 
 def add_renderer(env: EnvBase) -> TransformedEnv:
-    """Append a :class:`~torchrl.record.PixelRenderTransform` that records ``pixels``.
+    """Append a :obj:`~torchrl.record.PixelRenderTransform` that records ``pixels``.
 
     Raises:
         VideoUnavailable: if VMAS cannot render here (no GL, no display).
