@@ -27,6 +27,7 @@ extensions = [
     "sphinx.ext.viewcode",
     "myst_parser",
     "sphinxarg.ext",
+    "config_tables",  # docs/_ext: option and preset tables generated from the config
 ]
 
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
@@ -49,6 +50,12 @@ nitpick_ignore = [
     # (``from __future__ import annotations``): Trainer's ``env: EnvBase | None``
     # reaches it as the bare name, which no inventory holds.
     ("py:class", "EnvBase"),
+    ("py:class", "TensorDictModuleBase"),
+    ("py:class", "Path"),
+    ("py:class", "Logger"),
+    # TorchRL documents its loggers with its function template (py:function in its
+    # objects.inv), which a type hint, a class reference, cannot link to.
+    ("py:class", "torchrl.record.loggers.common.Logger"),
 ]
 
 # -- autodoc ------------------------------------------------------------------
@@ -97,6 +104,7 @@ INVENTORY_URLS = {
     "tensordict": "https://docs.pytorch.org/tensordict/stable/",
     "torch": "https://docs.pytorch.org/docs/stable/",
     "python": "https://docs.python.org/3/",
+    "numpy": "https://numpy.org/doc/stable/",
 }
 _inventories = compile_inventories(DOCS / "_inventories", DOCS / "_build" / "inventories")
 intersphinx_mapping = {name: (url, str(_inventories[name])) for name, url in INVENTORY_URLS.items()}

@@ -2,6 +2,8 @@ import csv
 import json
 import subprocess
 import sys
+import sysconfig
+from pathlib import Path
 
 import pytest
 import yaml
@@ -133,5 +135,8 @@ def test_help_documents_every_option():
 
 
 def test_console_script_is_installed():
-    out = subprocess.run(["mappo", "scenarios"], capture_output=True, text=True, check=True)
+    # Where pip put it for this interpreter: the README runs the tests as
+    # .venv/bin/python -m pytest, without activating the venv (no .venv/bin on PATH).
+    script = Path(sysconfig.get_path("scripts")) / "mappo"
+    out = subprocess.run([str(script), "scenarios"], capture_output=True, text=True, check=True)
     assert "navigation" in out.stdout.split()

@@ -31,7 +31,18 @@ PACKAGES = {
     "mappo_torchrl.training": "training",
 }
 #: Public modules without ``__all__``: their own classes and functions are public.
-MODULES = ["mappo_torchrl.training.rundir", "mappo_torchrl.cli.main"]
+MODULES = [
+    "mappo_torchrl.training.rundir",
+    "mappo_torchrl.training.session",
+    "mappo_torchrl.training.evaluation",
+    "mappo_torchrl.training.checkpoint",
+    "mappo_torchrl.training.loggers",
+    "mappo_torchrl.training.rng",
+    "mappo_torchrl.envs.snapshot",
+    "mappo_torchrl.viz.video",
+    "mappo_torchrl.viz.plot",
+    "mappo_torchrl.cli.main",
+]
 
 
 def public_objects():
@@ -205,3 +216,47 @@ def test_page_examples_run(page):
     runner.run(test, out=report.append)
     assert runner.failures == 0, "".join(report)
     assert runner.tries > 0
+
+
+# -- tables that must match the code ----------------------------------------------------
+
+
+def test_readme_presets_table_matches_presets():
+    sys.path.insert(0, str(DOCS / "_ext"))
+    from config_tables import defaults, show
+
+    from mappo_torchrl.config import PRESETS
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Presets") :]
+    rows = re.findall(r"^\| `(\w+)` \| (.+?) \| (.+?) \|$", section, re.M)
+    assert [name for name, _, _ in rows] == list(PRESETS)
+    values = defaults()
+    for name, source, changes in rows:
+        assert source == PRESETS[name]["source"], name
+        expected = {
+            f"{option}={show(value)}"
+            for option, value in PRESETS[name]["overrides"].items()
+            if value != values[option]
+        }
+        assert set(re.findall(r"`([^`]+)`", changes)) == expected, name
+
+
+def test_getting_started_tables_match_what_mappo_train_writes(tmp_path):
+    from mappo_torchrl.cli.main import main
+
+    run = tmp_path / "run"
+    tiny = ["--env.num_envs", "4", "--env.max_steps", "10", "--collector.frames_per_batch", "40"]
+    tiny += ["--collector.total_frames", "80", "--optim.minibatch_size", "20", "--no-progress"]
+    assert main(["train", "--run-dir", str(run), *tiny]) == 0
+    page = (DOCS / "getting-started.md").read_text()
+    first_cells = re.findall(r"^\| (.+?) \|", page, re.M)
+    documented = {name for cell in first_cells for name in re.findall(r"`([^`]+)`", cell)}
+    written = {p.name + "/" if p.is_dir() else p.name for p in run.iterdir()}
+    assert written <= documented
+    with (run / "metrics.csv").open() as f:
+        columns = set(f.readline().strip().split(","))
+    assert columns <= documented
+    # ...and no documented column that a run no longer writes.
+    metric = re.compile(r"(iteration|frames|(train|eval|time)/\w+)")
+    assert {name for name in documented if metric.fullmatch(name)} <= columns

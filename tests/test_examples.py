@@ -39,7 +39,32 @@ EXPECTED = {
         r"frames +200 +episode return +-?\d+\.\d+",
     ],
     "custom_env.py": [r"actor distribution: MaskedCategorical", r"masked actions taken: 0 of \d+"],
+    "evaluate_and_render.py": [
+        r"policy: runs/navigation-seed0-[\d-]+/checkpoints/ckpt-000002\.pt "
+        r"\(iteration 2, 80 frames\)",
+        r"evaluation: 4 deterministic episodes, seed 1000",
+        r"agents +agent_2 +-?\d+\.\d+ ± \d+\.\d+",
+        r"team +sum of all agents +-?\d+\.\d+ ± \d+\.\d+",
+        # The rest depends on the machine: see video_expectation().
+    ],
 }
+
+
+def video_expectation(script: str) -> tuple[list[str], list[str]]:
+    """How to launch an example that renders, and what its last line must be.
+
+    evaluate_and_render.py runs under whatever renders VMAS here (directly or under
+    xvfb-run); it must write the video when something does, and say why not otherwise.
+    """
+    if script != "evaluate_and_render.py":
+        return [], []
+    from conftest import render_launcher
+
+    prefix, _ = render_launcher()
+    if prefix is None:
+        return [], [r"no video: VMAS cannot render here \(.+\)"]
+    # 10-step episodes: 11 frames.
+    return prefix, [r"video: episode\.(mp4|gif) \(11 frames\)"]
 
 
 def test_every_example_is_checked():
@@ -49,9 +74,10 @@ def test_every_example_is_checked():
 @pytest.mark.parametrize("script", sorted(EXPECTED))
 def test_example_smoke_run(script, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher, expected = video_expectation(script)
     # cwd=tmp_path: whatever an example writes (runs/...) lands there.
     result = subprocess.run(
-        [sys.executable, str(EXAMPLES / script), "--smoke"],
+        [*launcher, sys.executable, str(EXAMPLES / script), "--smoke"],
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -59,6 +85,6 @@ def test_example_smoke_run(script, tmp_path):
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-4000:]
-    for pattern in EXPECTED[script]:
+    for pattern in EXPECTED[script] + expected:
         assert re.search(pattern, result.stdout), f"{pattern!r} not in:\n{result.stdout}"
     assert not re.search(r"\bnan\b", result.stdout), result.stdout

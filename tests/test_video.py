@@ -1,43 +1,24 @@
 import json
+import os
 import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from conftest import render_launcher
 
 from mappo_torchrl.viz import video
 from mappo_torchrl.viz.video import VideoUnavailable, write_video
-
-RENDER_ONE_FRAME = """
-from mappo_torchrl.envs import make_env
-frame = make_env("navigation", num_envs=1, seed=0).render(mode="rgb_array")
-assert frame.shape == (700, 700, 3), frame.shape
-"""
 
 
 @pytest.fixture(scope="module")
 def launcher():
     """How to start a process that can render VMAS: directly, under xvfb-run, or skip."""
-    tried = []
-    for prefix in ([], ["xvfb-run", "-a"]):
-        if prefix and shutil.which(prefix[0]) is None:
-            tried.append("xvfb-run is not installed")
-            continue
-        done = subprocess.run(
-            [*prefix, sys.executable, "-c", RENDER_ONE_FRAME],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        if done.returncode == 0:
-            return prefix
-        last = (done.stderr.strip().splitlines() or ["?"])[-1]
-        tried.append(f"{' '.join(prefix) or 'headless'}: {last}")
-    pytest.skip(
-        "no renderer for VMAS on this machine (apt-get install xvfb libgl1 libglu1-mesa): "
-        + "; ".join(tried)
-    )
+    prefix, why_not = render_launcher()
+    if prefix is None:
+        pytest.skip(why_not)
+    return prefix
 
 
 def probe(path) -> dict:
@@ -134,6 +115,36 @@ def test_mappo_eval_video_is_a_playable_mp4(launcher, trained_run, tmp_path):
         capture_output=True, text=True, timeout=600, check=True,
     ).stdout  # fmt: skip
     assert _table(done.stdout) == _table(plain)
+
+
+#: ``mappo`` on a machine where VMAS cannot render: no EGL and no X display.
+NO_RENDERER = """
+import sys
+import pyglet.lib
+real = pyglet.lib.load_library
+def load_library(*names, **kwargs):
+    if "EGL" in names:
+        raise ImportError("no EGL here")
+    return real(*names, **kwargs)
+pyglet.lib.load_library = load_library
+from mappo_torchrl.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_mappo_eval_video_without_a_renderer_is_one_line(trained_run, tmp_path):
+    """VMAS first renders when the renderer's spec is computed: that must be caught too."""
+    env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
+    out = tmp_path / "nav.mp4"
+    done = subprocess.run(
+        [sys.executable, "-c", NO_RENDERER, "eval", str(trained_run), "--episodes", "2",
+         "--video", str(out)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("mappo eval: error: --video: VMAS cannot render here")
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not out.exists()
 
 
 def _table(out: str) -> list[str]:

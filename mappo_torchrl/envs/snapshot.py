@@ -16,10 +16,23 @@ VMAS's random numbers are not in the env but in a class attribute shared by
 all VMAS envs; :mod:`mappo_torchrl.training.rng` saves those.
 
 Example:
+    Snapshot an env, step it, go back and take the same step again:
+
+    >>> import torch
+    >>> from mappo_torchrl.envs import make_env
+    >>> from mappo_torchrl.envs.snapshot import load_vmas_state, vmas_state
     >>> env = make_env("navigation", num_envs=2, seed=0)
+    >>> _, td = env.step_and_maybe_reset(env.rand_action(env.reset()))
+    >>> td = env.rand_action(td)
     >>> state = vmas_state(env)
-    >>> _ = env.rollout(5)
+    >>> first = env.step(td.clone())["next", "agents", "observation"]
     >>> load_vmas_state(env, state)  # back to where it was
+    >>> torch.equal(env.step(td.clone())["next", "agents", "observation"], first)
+    True
+
+    The snapshot is taken after a first step: VMAS scenarios create some
+    attributes on their first step (navigation's ``distance_to_goal``), and
+    a snapshot taken before them does not fit an env that has them.
 """
 
 from __future__ import annotations

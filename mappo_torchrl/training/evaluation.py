@@ -106,6 +106,9 @@ def run_episodes(
         deterministic: act with the distributions' modes instead of sampling.
 
     Example:
+        >>> from mappo_torchrl.envs import make_env
+        >>> from mappo_torchrl.models import make_actor
+        >>> from mappo_torchrl.training.evaluation import run_episodes
         >>> env = make_env("navigation", num_envs=4, max_steps=10, seed=0)
         >>> actor = make_actor(env, "agents")
         >>> run_episodes(env, actor, max_steps=10).returns["agents"].shape
@@ -130,9 +133,9 @@ class Evaluation:
     """Evaluates a policy on its own env, seeded the same way every time.
 
     The env is built lazily by ``make_env(num_envs=episodes, seed=seed)``,
-    inside :func:`isolated_rng` (building a VMAS env seeds the streams that
-    every VMAS env shares). Calling the object returns ``eval/*`` metrics and
-    ``time/eval_s``.
+    inside :func:`~mappo_torchrl.training.rng.isolated_rng` (building a VMAS
+    env seeds the streams that every VMAS env shares). Calling the object
+    returns ``eval/*`` metrics and ``time/eval_s``.
 
     Args:
         make_env: ``(num_envs, seed) -> env``.
@@ -190,6 +193,7 @@ class Evaluation:
         return metrics
 
     def close(self) -> None:
+        """Close the evaluation env, if it was built."""
         if self.env is not None and not self.env.is_closed:
             self.env.close()
 

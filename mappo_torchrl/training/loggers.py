@@ -1,8 +1,8 @@
 """Metric loggers: RUN_DIR/metrics.csv always, plus one of TorchRL's loggers.
 
-``logger.backend`` picks TorchRL's :class:`~torchrl.record.loggers.TensorboardLogger`,
-:class:`~torchrl.record.loggers.WandbLogger` (offline) or
-:class:`~torchrl.record.loggers.MLFlowLogger` (a file store in the run directory).
+``logger.backend`` picks TorchRL's :obj:`~torchrl.record.loggers.TensorboardLogger`,
+:obj:`~torchrl.record.loggers.WandbLogger` (offline) or
+:obj:`~torchrl.record.loggers.MLFlowLogger` (a file store in the run directory).
 Their packages are optional extras; :func:`check_logger_backend` says which
 one is missing before anything starts.
 """
@@ -91,10 +91,10 @@ def make_logger(
 class MetricsLogger:
     """Writes each iteration's metrics to metrics.csv and to the TorchRL logger.
 
-    Use it as a :meth:`Trainer.train` callback. The step of the TorchRL
-    logger is the frame count, so curves of runs with different batch sizes
-    line up. NaN values (an iteration where no episode ended) are left out
-    of the TorchRL logger.
+    Use it as a :meth:`Trainer.train <mappo_torchrl.training.Trainer.train>`
+    callback. The step of the TorchRL logger is the frame count, so curves
+    of runs with different batch sizes line up. NaN values (an iteration
+    where no episode ended) are left out of the TorchRL logger.
     """
 
     def __init__(self, run_dir, logger: Logger | None = None) -> None:
@@ -112,6 +112,7 @@ class MetricsLogger:
             self.logger.log_scalar(name, value, step=step)
 
     def close(self) -> None:
+        """Flush the TorchRL logger and end its run (W&B, MLflow)."""
         if self.logger is None:
             return
         experiment = getattr(self.logger, "experiment", None)

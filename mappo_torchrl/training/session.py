@@ -1,7 +1,8 @@
 """A run around the trainer: evaluate, log and checkpoint after each iteration.
 
-:class:`TrainingRun` hooks into :meth:`Trainer.train` as one callback that,
-after every iteration, in this order:
+:class:`TrainingRun` hooks into
+:meth:`Trainer.train <mappo_torchrl.training.Trainer.train>` as one callback
+that, after every iteration, in this order:
 
 1. evaluates when due (every ``eval.interval`` iterations and after the last),
    adding ``eval/*`` metrics, and writes a video every
@@ -47,8 +48,23 @@ class TrainingRun:
         elapsed_s: wall time already spent (when resuming).
 
     Example:
-        >>> run = TrainingRun(Trainer(cfg), RunDir.create("runs/x", cfg))
-        >>> history = run.train()
+        >>> import tempfile
+        >>> from mappo_torchrl.config import RunConfig
+        >>> from mappo_torchrl.training import Trainer
+        >>> from mappo_torchrl.training.rundir import RunDir
+        >>> from mappo_torchrl.training.session import TrainingRun
+        >>> cfg = RunConfig()
+        >>> cfg.env.num_envs, cfg.env.max_steps = 4, 10
+        >>> cfg.collector.frames_per_batch, cfg.collector.total_frames = 40, 80
+        >>> cfg.optim.minibatch_size, cfg.eval.episodes = 20, 2
+        >>> folder = tempfile.TemporaryDirectory()
+        >>> run = TrainingRun(Trainer(cfg), RunDir.create(folder.name, cfg))
+        >>> history = run.train(progress=False)
+        >>> [m["iteration"] for m in history if "eval/episode_return" in m]  # after the last
+        [2]
+        >>> sorted(p.name for p in (run.run_dir.path / "checkpoints").iterdir())
+        ['ckpt-000002.pt']
+        >>> folder.cleanup()
     """
 
     def __init__(
@@ -102,7 +118,10 @@ class TrainingRun:
         return self.elapsed_before + time.perf_counter() - self.started
 
     def after_iteration(self, metrics: Metrics) -> None:
-        """Evaluate, log and checkpoint as due; the :meth:`Trainer.train` callback."""
+        """Evaluate, log and checkpoint as due.
+
+        This is the :meth:`Trainer.train <mappo_torchrl.training.Trainer.train>` callback.
+        """
         evaluation = self._evaluation_number()
         if evaluation is not None:
             video = self.video and evaluation % self.trainer.config.eval.video_interval == 0

@@ -30,11 +30,14 @@ class PlotError(ValueError):
 
 @dataclass
 class Run:
+    """One run directory: its path, ``config.yaml`` and ``metrics.csv`` rows."""
+
     path: Path
     config: dict[str, Any]
     rows: list[dict[str, float]]
 
     def column(self, name: str) -> np.ndarray:
+        """One metric over the iterations (NaN where a row lacks it)."""
         return np.array([row.get(name, math.nan) for row in self.rows], dtype=float)
 
     def wall_time(self) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Rollout videos: frames from VMAS's renderer, written as mp4 (or gif).
 
-Frames come from TorchRL's :class:`~torchrl.record.PixelRenderTransform`,
+Frames come from TorchRL's :obj:`~torchrl.record.PixelRenderTransform`,
 which calls VMAS's ``render(mode="rgb_array")`` (the first of the vectorised
 envs) after every reset and step. VMAS renders with pyglet: headless through
 EGL where the GL libraries are installed, otherwise it needs a display
@@ -28,7 +28,7 @@ class VideoUnavailable(RuntimeError):
 
 
 def add_renderer(env: EnvBase) -> TransformedEnv:
-    """Append a :class:`~torchrl.record.PixelRenderTransform` that records ``pixels``.
+    """Append a :obj:`~torchrl.record.PixelRenderTransform` that records ``pixels``.
 
     Raises:
         VideoUnavailable: if VMAS cannot render here (no GL, no display).
@@ -37,16 +37,17 @@ def add_renderer(env: EnvBase) -> TransformedEnv:
 
     try:
         env.append_transform(PixelRenderTransform(mode="rgb_array"))
+        # torchrl 0.14: PixelRenderTransform computes its spec by resetting the env and
+        # rendering. Left to happen lazily it happens inside the next reset (StepCounter
+        # reads the spec there), which then resets the env twice and loses the seeded
+        # episode. Compute it now; this is also where VMAS first renders, and fails.
+        _ = env.observation_spec
     except Exception as err:  # pyglet raises its own exception types
         first = (str(err).strip() or type(err).__name__).splitlines()[0]
         raise VideoUnavailable(
             f"VMAS cannot render here ({first}); install the GL libraries "
             "(apt-get install libgl1 libglu1-mesa xvfb) and run under 'xvfb-run -a'"
         ) from None
-    # torchrl 0.14: PixelRenderTransform computes its spec by resetting the env. Left
-    # to happen lazily it happens inside the next reset (StepCounter reads the spec
-    # there), which then resets the env twice and loses the seeded episode. Compute it now.
-    _ = env.observation_spec
     return env
 
 
