@@ -2,7 +2,8 @@
 
 Every measurement runs in a fresh subprocess (so threads, caches and peak
 memory are per pipeline), one after the other in this one invocation, with
-the same hyper-parameters, seed and device. Printed per setting: end-to-end
+the same hyper-parameters, seed and device. The two pipelines alternate
+``--repeats`` times and each one's median run is reported. Printed per setting: end-to-end
 frames/s, collection frames/s, milliseconds per gradient step, peak host
 memory (and peak device memory on GPU), and the ratio to the baseline.
 A scaling table over num_envs follows, with the simulator alone (random
@@ -153,6 +154,11 @@ def summarise(rows: list[dict], setting: dict, device: str) -> dict:
     }
 
 
+def median_run(results: list[dict]) -> dict:
+    """The run with the median end-to-end frames/s."""
+    return sorted(results, key=lambda r: r["fps"])[len(results) // 2]
+
+
 def synchronize(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -202,6 +208,12 @@ def main() -> None:
     parser.add_argument("--settings", nargs="+", default=["tutorial"], choices=list(SETTINGS))
     parser.add_argument("--iterations", type=int, default=None, help="override timed iterations")
     parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="runs of each pipeline, alternating; the median run is shown",
+    )
+    parser.add_argument(
         "--scaling",
         nargs="*",
         type=int,
@@ -250,8 +262,14 @@ def main() -> None:
         setting = dict(SETTINGS[name])
         if args.iterations:
             setting["iterations"] = args.iterations
-        base = run_child("tutorial", name, setting, args)
-        ours = run_child("ours", name, setting, args)
+        # Alternate the two pipelines and keep each one's median run: a shared
+        # machine's load drifts, and VMAS's partial resets vary with the policy.
+        pairs = [
+            (run_child("tutorial", name, setting, args), run_child("ours", name, setting, args))
+            for _ in range(args.repeats)
+        ]
+        base = median_run([b for b, _ in pairs])
+        ours = median_run([o for _, o in pairs])
         for label, result in (("tutorial-style TorchRL", base), ("mappo_torchrl", ours)):
             ratio = result["fps"] / base["fps"]
             print(
