@@ -7,6 +7,7 @@ from conftest import tiny_config
 
 from mappo_torchrl.envs import make_env
 from mappo_torchrl.training import Trainer
+from mappo_torchrl.training.seeding import available_cores, threads_during
 
 
 def test_one_run_returns_metrics_per_iteration(tiny):
@@ -99,3 +100,48 @@ def test_navigation_return_improves_within_budget():
     first = history[0]["train/episode_return"]
     last = statistics.fmean(m["train/episode_return"] for m in history[-3:])
     assert last > first + 1.0, (first, last)
+
+
+# -- threads: the update gets its own count -------------------------------------------
+
+
+def test_update_runs_with_update_threads_and_collection_with_threads(tiny):
+    tiny.threads, tiny.update_threads = 1, 2
+    trainer = Trainer(tiny)
+    seen = {"update": [], "collect": []}
+    update, policy_forward = trainer.update, trainer.policy.forward
+
+    def recording_update(batch):
+        seen["update"].append(torch.get_num_threads())
+        return update(batch)
+
+    def recording_forward(*args, **kwargs):
+        seen["collect"].append(torch.get_num_threads())
+        return policy_forward(*args, **kwargs)
+
+    trainer.update = recording_update
+    trainer.policy.forward = recording_forward
+    trainer.train(progress=False)
+    assert seen["update"] == [min(2, available_cores())] * 2
+    assert seen["collect"] and set(seen["collect"]) == {1}
+    assert torch.get_num_threads() == 1
+
+
+def test_update_threads_never_exceed_the_available_cores():
+    with threads_during(10_000, torch.device("cpu")):
+        assert torch.get_num_threads() == available_cores()
+    with threads_during(0, torch.device("cpu")):
+        assert torch.get_num_threads() == available_cores()
+    assert torch.get_num_threads() == 1
+
+
+def test_update_threads_leave_the_losses_as_they_were():
+    """More threads only split the matrix products; the numbers stay within float noise."""
+    runs = []
+    for update_threads in (1, 2):
+        cfg = tiny_config()
+        cfg.threads, cfg.update_threads = 1, update_threads
+        runs.append(Trainer(cfg).train(progress=False))
+    for one, two in zip(*runs, strict=True):
+        for key in ("train/loss_objective", "train/loss_critic", "train/grad_norm_actor"):
+            assert one[key] == pytest.approx(two[key], rel=1e-4, abs=1e-6), key

@@ -406,8 +406,11 @@ class RunConfig:
     device: str = "cpu"
     """Device for simulation and training: cpu, cuda or cuda:N."""
     threads: int = 1
-    """torch threads on CPU; 0 means one per core this process may use. More threads speed up
-    the update on an idle machine, but threads competing for busy cores slow VMAS down badly."""
+    """torch threads on CPU for collection and evaluation; 0 means one per core this process
+    may use. VMAS steps many small tensors: threads competing for cores slow it down badly."""
+    update_threads: int = 2
+    """torch threads on CPU for the update (its matrix products use them well), at most one
+    per core this process may use; 0 means one per such core."""
     eval: EvalConfig = field(default_factory=EvalConfig)
     """Evaluation."""
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
@@ -434,6 +437,12 @@ class RunConfig:
             self.threads >= 0,
             "threads",
             self.threads,
+            "must be 0 (one per available core) or a positive integer",
+        )
+        _check(
+            self.update_threads >= 0,
+            "update_threads",
+            self.update_threads,
             "must be 0 (one per available core) or a positive integer",
         )
         _check_device(self.device)

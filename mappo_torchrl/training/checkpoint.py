@@ -43,7 +43,7 @@ CHECKPOINT_DIR = "checkpoints"
 FORMAT = 1
 _NAME = re.compile(r"ckpt-(\d+)\.pt")
 #: Options that may differ between a checkpoint and the run that loads it.
-_FREE_OPTIONS = ("device", "threads")
+_FREE_OPTIONS = ("device", "threads", "update_threads")
 
 
 class CheckpointError(RuntimeError):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -33,6 +35,36 @@ def set_threads(threads: int, device: torch.device) -> None:
     """
     if device.type == "cpu":
         torch.set_num_threads(threads or available_cores())
+
+
+@contextmanager
+def threads_during(threads: int, device: torch.device) -> Iterator[None]:
+    """Use ``threads`` torch threads inside the block, at most one per available core.
+
+    The update's matrix products scale with threads where VMAS's small steps do
+    not, so the trainer gives the update its own thread count. Nothing changes
+    off the CPU.
+
+    Example:
+        >>> import torch
+        >>> from mappo_torchrl.training.seeding import threads_during
+        >>> torch.set_num_threads(1)
+        >>> with threads_during(1, torch.device("cpu")):
+        ...     torch.get_num_threads()
+        1
+        >>> torch.get_num_threads()
+        1
+    """
+    if device.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    cores = available_cores()
+    torch.set_num_threads(min(threads or cores, cores))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def available_cores() -> int:

@@ -17,7 +17,7 @@ from mappo_torchrl.data import make_collector, make_replay_buffer
 from mappo_torchrl.envs import make_env, track_episode_returns
 from mappo_torchrl.training.groups import GroupLearner, make_group_learner
 from mappo_torchrl.training.metrics import LOSS_METRICS, mean_episode_return
-from mappo_torchrl.training.seeding import seed_everything, set_threads
+from mappo_torchrl.training.seeding import seed_everything, set_threads, threads_during
 
 Metrics = dict[str, float]
 
@@ -149,7 +149,8 @@ class Trainer:
         for batch in self.collector:
             collect_s = time.perf_counter() - collect_start
             update_start = time.perf_counter()
-            metrics = self.update(batch)
+            with threads_during(self.config.update_threads, self.device):
+                metrics = self.update(batch)
             update_s = time.perf_counter() - update_start
             self.collector.update_policy_weights_()
             self.iteration += 1
