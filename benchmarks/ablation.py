@@ -7,9 +7,11 @@ seeds, and the difference to the base config.
 
     python benchmarks/ablation.py                                  # navigation + balance
     python benchmarks/ablation.py --frames 60000 --seeds 0 --variants base value_norm
-    python benchmarks/ablation.py --out benchmarks/results/ablation.md
+    python benchmarks/ablation.py --out benchmarks/results/ablation.md   # + .json and .png
+    python benchmarks/ablation.py --replot benchmarks/results/ablation.json  # figure only
 
-Runs use one torch thread each, so results do not depend on the machine's load.
+Runs use one torch thread each (``threads`` and ``update_threads``), so results do
+not depend on the machine's load.
 """
 
 from __future__ import annotations
@@ -44,7 +46,9 @@ VARIANTS: dict[str, tuple[str, dict]] = {
 }
 
 
-def run_one(scenario: str, seed: int, frames: int, preset: str | None, overrides: dict) -> float:
+def run_one(
+    scenario: str, seed: int, frames: int, preset: str | None, base: dict, overrides: dict
+) -> float:
     config = apply_preset(RunConfig(), preset) if preset else RunConfig()
     config = apply_overrides(
         config,
@@ -52,7 +56,9 @@ def run_one(scenario: str, seed: int, frames: int, preset: str | None, overrides
             "env.scenario": scenario,
             "seed": seed,
             "threads": 1,
+            "update_threads": 1,
             "collector.total_frames": frames,
+            **base,
             **overrides,
         },
     )
@@ -78,6 +84,41 @@ def format_table(results: dict, scenarios: list[str], variants: list[str]) -> st
     return "\n".join(rows)
 
 
+def plot_results(results: dict, path: Path) -> Path:
+    """One panel per scenario: each variant's seeds as dots, their mean ± std as a bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scenarios = list(results)
+    variants = list(next(iter(results.values())))
+    fig, axes = plt.subplots(
+        1, len(scenarios), figsize=(4.5 * len(scenarios), 0.45 * len(variants) + 1.2), sharey=True
+    )
+    axes = [axes] if len(scenarios) == 1 else list(axes)
+    rows = range(len(variants))
+    for ax, scenario in zip(axes, scenarios, strict=True):
+        values = [results[scenario][v] for v in variants]
+        means = [statistics.fmean(v) for v in values]
+        stds = [statistics.pstdev(v) for v in values]
+        ax.errorbar(means, rows, xerr=stds, fmt="s", color="#1f4e79", capsize=3, label="mean ± std")
+        for row, seeds in zip(rows, values, strict=True):
+            ax.plot(seeds, [row] * len(seeds), "o", color="#9bb7d4", markersize=4)
+        ax.grid(axis="x", alpha=0.3)
+        if "base" in results[scenario]:
+            ax.axvline(statistics.fmean(results[scenario]["base"]), color="grey", ls="--", lw=1)
+        ax.set_title(scenario)
+        ax.set_xlabel("final episode return")
+    axes[0].set_yticks(list(rows), variants)
+    axes[0].invert_yaxis()
+    axes[0].legend(loc="lower left", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenarios", nargs="+", default=["navigation", "balance"])
@@ -85,14 +126,30 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=120_000, help="frames per run")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--preset", default=None, help="base preset (default: library defaults)")
-    parser.add_argument("--out", type=Path, default=None, help="also write the table here")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change the base config of every run, e.g. env.num_envs=30",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="also write the table here (+ .json, .png)"
+    )
+    parser.add_argument(
+        "--replot", type=Path, default=None, help="only redraw the figure of a saved .json"
+    )
     args = parser.parse_args()
+    if args.replot:
+        print(plot_results(json.loads(args.replot.read_text()), args.replot.with_suffix(".png")))
+        return
 
+    base = dict(item.split("=", 1) for item in args.set)
     runs = [(s, v, seed) for s in args.scenarios for v in args.variants for seed in args.seeds]
     results: dict[str, dict[str, list[float]]] = {s: {} for s in args.scenarios}
     start = time.perf_counter()
     for scenario, variant, seed in tqdm(runs, desc="ablation", unit="run"):
-        value = run_one(scenario, seed, args.frames, args.preset, VARIANTS[variant][1])
+        value = run_one(scenario, seed, args.frames, args.preset, base, VARIANTS[variant][1])
         results[scenario].setdefault(variant, []).append(value)
     minutes = (time.perf_counter() - start) / 60
 
@@ -104,6 +161,7 @@ def main() -> None:
             f"--frames {args.frames}",
         ]
         + ([f"--preset {args.preset}"] if args.preset else [])
+        + [f"--set {item}" for item in args.set]
     )
     report = (
         f"Final return (mean of the last 3 iterations), mean ± std over seeds "
@@ -115,6 +173,7 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(report)
         args.out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+        plot_results(results, args.out.with_suffix(".png"))
 
 
 if __name__ == "__main__":

@@ -2,14 +2,16 @@
 
 Every measurement runs in a fresh subprocess (so threads, caches and peak
 memory are per pipeline), one after the other in this one invocation, with
-the same hyper-parameters, seed and device. The two pipelines alternate
+the same hyper-parameters, seed and device. The pipelines alternate
 ``--repeats`` times and each one's median run is reported. Printed per setting: end-to-end
 frames/s, collection frames/s, milliseconds per gradient step, peak host
-memory (and peak device memory on GPU), and the ratio to the baseline.
+memory (and peak device memory on GPU), and the ratio to the baseline: the fastest
+tutorial run when ``--tutorial-threads`` names several thread counts.
 A scaling table over num_envs follows, with the simulator alone (random
 actions through torchrl's VmasEnv) for reference.
 
     python benchmarks/throughput.py                         # CPU, tutorial settings
+    python benchmarks/throughput.py --tutorial-threads 1 2  # baseline at 1 and 2 threads
     python benchmarks/throughput.py --device cuda --settings benchmarl large \
         --scaling 60 600 6000 30000
     python benchmarks/throughput.py --ours-flag perf.compile_update=true   # try a fast-path switch
@@ -49,6 +51,13 @@ SETTINGS = {
         "num_epochs": 45,
         "minibatch_size": 4096,
         "iterations": 4,
+    },
+    "smoke": {  # seconds: only checks that the script runs (CI)
+        "num_envs": 4,
+        "frames_per_batch": 400,
+        "num_epochs": 1,
+        "minibatch_size": 100,
+        "iterations": 2,
     },
     "large": {
         "num_envs": 6_000,
@@ -172,7 +181,9 @@ def peak_memory(device: str) -> dict:
     return out
 
 
-def run_child(kind: str, setting_name: str, setting: dict, args) -> dict:
+def run_child(
+    kind: str, setting_name: str, setting: dict, args, *, threads: int | None = None
+) -> dict:
     """Run one measurement in a fresh interpreter and return its JSON result."""
     cmd = [
         sys.executable,
@@ -184,7 +195,7 @@ def run_child(kind: str, setting_name: str, setting: dict, args) -> dict:
         "--device",
         args.device,
         "--threads",
-        str(args.threads),
+        str(args.threads if threads is None else threads),
     ]
     for flag in args.ours_flag:
         cmd += ["--ours-flag", flag]
@@ -205,6 +216,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per run")
+    parser.add_argument(
+        "--tutorial-threads",
+        nargs="+",
+        type=int,
+        default=None,
+        help="run the tutorial baseline at each of these thread counts (default: --threads)",
+    )
     parser.add_argument("--settings", nargs="+", default=["tutorial"], choices=list(SETTINGS))
     parser.add_argument("--iterations", type=int, default=None, help="override timed iterations")
     parser.add_argument(
@@ -251,6 +269,10 @@ def main() -> None:
         f"{args.threads} thread(s)); torch {torch.__version__}, torchrl {torchrl.__version__}, "
         f"tensordict {tensordict.__version__}, vmas {vmas.__version__}"
     )
+    print(
+        "# mappo_torchrl collects with the same threads and updates with its update_threads "
+        "(default 2, at most one per core) unless --ours-flag says otherwise"
+    )
     print(f"# command: python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}\n")
     header = (
         "| setting | pipeline | frames/s | collection frames/s | ms/step | update share "
@@ -262,15 +284,22 @@ def main() -> None:
         setting = dict(SETTINGS[name])
         if args.iterations:
             setting["iterations"] = args.iterations
-        # Alternate the two pipelines and keep each one's median run: a shared
+        # Alternate the pipelines and keep each one's median run: a shared
         # machine's load drifts, and VMAS's partial resets vary with the policy.
-        pairs = [
-            (run_child("tutorial", name, setting, args), run_child("ours", name, setting, args))
-            for _ in range(args.repeats)
-        ]
-        base = median_run([b for b, _ in pairs])
-        ours = median_run([o for _, o in pairs])
-        for label, result in (("tutorial-style TorchRL", base), ("mappo_torchrl", ours)):
+        tutorial_threads = args.tutorial_threads or [args.threads]
+        runs: dict[str, list[dict]] = {}
+        for _ in range(args.repeats):
+            for threads in tutorial_threads:
+                label = f"tutorial-style TorchRL, {threads} thread(s)"
+                runs.setdefault(label, []).append(
+                    run_child("tutorial", name, setting, args, threads=threads)
+                )
+            runs.setdefault("mappo_torchrl", []).append(run_child("ours", name, setting, args))
+        medians = {label: median_run(results) for label, results in runs.items()}
+        base = max(
+            (r for label, r in medians.items() if label != "mappo_torchrl"), key=lambda r: r["fps"]
+        )
+        for label, result in medians.items():
             ratio = result["fps"] / base["fps"]
             print(
                 f"| {name} | {label} | {fmt(result, 'fps')} | {fmt(result, 'collect_fps')} | "
