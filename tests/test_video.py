@@ -203,3 +203,22 @@ def test_training_writes_a_video_every_k_evaluations(launcher, tmp_path):
     videos = sorted(p.name for p in (run_dir / "videos").iterdir())
     assert videos == ["eval-iter000002.mp4", "eval-iter000004.mp4"]
     assert probe(run_dir / "videos" / videos[0])["frames"] == 6
+
+
+def test_training_video_without_a_renderer_fails_before_the_run_starts(tmp_path):
+    """Not at the first evaluation video, in the middle of training."""
+    env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
+    run_dir = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-c", NO_RENDERER, "train", "--env.num_envs", "2",
+         "--collector.frames_per_batch", "20", "--collector.total_frames", "40",
+         "--optim.minibatch_size", "10", "--eval.video_interval", "1",
+         "--run-dir", str(run_dir), "--no-progress"],
+        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(
+        "mappo train: error: eval.video_interval=1: VMAS cannot render here"
+    ), done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not run_dir.exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import math
 import signal
 import statistics
@@ -31,6 +32,7 @@ from mappo_torchrl.training.checkpoint import (
     load_trainer_state,
 )
 from mappo_torchrl.training.loggers import LoggerUnavailable, check_logger_backend, make_logger
+from mappo_torchrl.training.rng import isolated_rng
 from mappo_torchrl.training.rundir import (
     CONFIG_FILE,
     RunDir,
@@ -40,6 +42,7 @@ from mappo_torchrl.training.rundir import (
     read_status,
 )
 from mappo_torchrl.training.session import StopRequested, TrainingRun
+from mappo_torchrl.training.trainer import make_run_env
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -181,10 +184,15 @@ def _check_extras(config: RunConfig) -> None:
     """Fail before anything starts if the chosen logger or video needs a missing package."""
     check_logger_backend(config.logger.backend)
     if config.eval.video_interval > 0:
-        from mappo_torchrl.viz.video import VideoUnavailable, video_format
+        from mappo_torchrl.viz.video import VideoUnavailable, add_renderer, video_format
 
         try:
             video_format("video.mp4")
+            # Render once now: without GL or a display, the first evaluation
+            # video would otherwise fail in the middle of training.
+            probe = dataclasses.replace(config, env=dataclasses.replace(config.env, num_envs=1))
+            with isolated_rng():  # building a VMAS env seeds streams all VMAS envs share
+                add_renderer(make_run_env(probe)).close()
         except VideoUnavailable as err:
             raise ValueError(f"eval.video_interval={config.eval.video_interval}: {err}") from None
 
