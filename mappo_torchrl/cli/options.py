@@ -7,7 +7,7 @@ import sys
 import typing
 from typing import Any, NoReturn
 
-from mappo_torchrl.config import RunConfig, iter_options, to_dict
+from mappo_torchrl.config import RunConfig, flatten, iter_options, to_dict
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -25,7 +25,7 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:
     """One ``--section.field VALUE`` option per config field, documented from its docstring."""
-    defaults = _flat_defaults(to_dict(RunConfig()))
+    defaults = flatten(to_dict(RunConfig()))
     groups: dict[str, argparse._ArgumentGroup] = {}
     for name, hint, doc in iter_options():
         section = name.split(".")[0] if "." in name else "run"
@@ -48,16 +48,6 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
         for key, value in vars(args).items()
         if key.startswith("cfg:") and value is not None
     }
-
-
-def _flat_defaults(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in data.items():
-        if isinstance(value, dict) and key != "scenario_kwargs":
-            flat.update(_flat_defaults(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _metavar(hint: Any) -> str:

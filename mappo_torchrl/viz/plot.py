@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from mappo_torchrl.config import flatten
 from mappo_torchrl.training.rundir import CONFIG_FILE, METRICS_FILE, read_metrics
 
 TRAIN_RETURN = "train/episode_return"
@@ -70,7 +71,7 @@ def group_by_config(runs: list[Run]) -> dict[str, list[Run]]:
     for run in runs:
         key = yaml.safe_dump(_without_seed(run.config), sort_keys=True)
         groups.setdefault(key, []).append(run)
-        keys[key] = _flatten(_without_seed(run.config))
+        keys[key] = flatten(_without_seed(run.config))
     differing = sorted(
         {name for flat in keys.values() for name in flat if _varies(name, keys.values())}
     )
@@ -156,16 +157,6 @@ def _colors():
 
 def _without_seed(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k != "seed"}
-
-
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in data.items():
-        if isinstance(value, dict) and key != "scenario_kwargs":
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _varies(name: str, configs) -> bool:
