@@ -22,6 +22,6 @@ timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 | te
 # 2. Throughput: BenchMARL recipe and 6,000 envs x 4 epochs, tutorial pipeline in the same
 #    call; scaling over num_envs up to 30,000 with peak device memory.
 timeout 330 python3 benchmarks/throughput.py --device cuda --settings benchmarl large \
-  --iterations 3 --scaling 60 600 6000 30000 \
+  --iterations 3 --repeats 1 --scaling 60 600 6000 30000 \
   --ours-flag perf.cudagraph_update=true --ours-flag perf.shifted_gae=true \
   --ours-flag perf.cudagraph_policy=true 2>&1 | tee "$OUT/throughput.md"
