@@ -119,10 +119,7 @@ def _evaluation(
     """An :class:`Evaluation` of the checkpoint's actors (a one-line exit if they do not fit)."""
 
     def make_env(num_envs: int, env_seed: int):
-        env_config = dataclasses.replace(
-            config, env=dataclasses.replace(config.env, num_envs=num_envs)
-        )
-        env = make_run_env(env_config, seed=env_seed)
+        env = make_run_env(config, seed=env_seed, num_envs=num_envs)
         if args.video:
             from mappo_torchrl.viz.video import add_renderer
 
@@ -130,9 +127,7 @@ def _evaluation(
         return env
 
     # The spec-only env for building the networks; the evaluation builds its own.
-    spec_env = make_run_env(
-        dataclasses.replace(config, env=dataclasses.replace(config.env, num_envs=1))
-    )
+    spec_env = make_run_env(config, num_envs=1)
     actors = []
     try:
         for group in spec_env.group_map:

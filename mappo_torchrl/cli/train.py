@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import math
 import signal
 import statistics
@@ -190,9 +189,8 @@ def _check_extras(config: RunConfig) -> None:
             video_format("video.mp4")
             # Render once now: without GL or a display, the first evaluation
             # video would otherwise fail in the middle of training.
-            probe = dataclasses.replace(config, env=dataclasses.replace(config.env, num_envs=1))
             with isolated_rng():  # building a VMAS env seeds streams all VMAS envs share
-                add_renderer(make_run_env(probe)).close()
+                add_renderer(make_run_env(config, num_envs=1)).close()
         except VideoUnavailable as err:
             raise ValueError(f"eval.video_interval={config.eval.video_interval}: {err}") from None
 

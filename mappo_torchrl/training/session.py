@@ -20,7 +20,6 @@ as one that never stopped.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -155,10 +154,7 @@ class TrainingRun:
         return None
 
     def _make_eval_env(self, num_envs: int, seed: int):
-        config = dataclasses.replace(
-            self.trainer.config, env=dataclasses.replace(self.trainer.config.env, num_envs=num_envs)
-        )
-        env = make_run_env(config, seed=seed)
+        env = make_run_env(self.trainer.config, seed=seed, num_envs=num_envs)
         if self.video:
             from mappo_torchrl.viz.video import add_renderer
 

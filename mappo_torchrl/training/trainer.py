@@ -30,16 +30,20 @@ GROUP_MAPS = {
 Callback = Callable[[Metrics], None]
 
 
-def make_run_env(config: RunConfig, *, seed: int | None = None) -> EnvBase:
+def make_run_env(
+    config: RunConfig, *, seed: int | None = None, num_envs: int | None = None
+) -> EnvBase:
     """The VMAS env described by ``config.env``, on ``config.device``.
 
     Args:
         config: the run's configuration.
         seed: the env seed; ``config.seed`` if ``None``.
+        num_envs: vectorised envs; ``config.env.num_envs`` if ``None`` (evaluation
+            envs run one episode per env).
     """
     return make_env(
         config.env.scenario,
-        num_envs=config.env.num_envs,
+        num_envs=config.env.num_envs if num_envs is None else num_envs,
         max_steps=config.env.max_steps,
         continuous_actions=config.env.continuous_actions,
         truncate_at_max_steps=config.env.truncate_at_max_steps,
