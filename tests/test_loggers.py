@@ -1,9 +1,16 @@
 import importlib.util
+import json
+import os
+import struct
+import time
 
 import pytest
+from conftest import render_launcher
 
 from mappo_torchrl.cli.main import main
+from mappo_torchrl.config import RunConfig
 from mappo_torchrl.training import loggers
+from mappo_torchrl.training.loggers import hparams
 
 TINY = [
     "--env.num_envs", "4",
@@ -20,20 +27,194 @@ TINY = [
 ]  # fmt: skip
 
 
-def test_tensorboard_event_files_hold_train_and_eval_scalars(tmp_path):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+def _renderer():
+    prefix, why_not = render_launcher()
+    if prefix != []:
+        pytest.skip(why_not or "VMAS renders only under xvfb-run here, not in this process")
 
-    run_dir = tmp_path / "run"
-    assert main(["train", "--run-dir", str(run_dir), "--logger", "tensorboard", *TINY]) == 0
-    event_dirs = {p.parent for p in (run_dir / "tensorboard").rglob("events.out.tfevents.*")}
-    assert len(event_dirs) == 1
-    events = EventAccumulator(str(event_dirs.pop()))
+
+def _event_dirs(root):
+    return sorted({p.parent for p in root.rglob("events.out.tfevents.*")})
+
+
+def test_tensorboard_event_files_hold_scalars_hparams_and_video(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    _renderer()
+    run_dir = tmp_path / "my-run"
+    args = ["train", "--run-dir", str(run_dir), "--logger", "tensorboard", *TINY]
+    assert main([*args, "--eval.video_interval", "2"]) == 0
+    # The run's name is the run directory's: tensorboard/my-run, hparams in a folder under it.
+    scalars_dir, hparams_dir = _event_dirs(run_dir / "tensorboard")
+    assert scalars_dir == run_dir / "tensorboard" / "my-run"
+    assert hparams_dir.parent == scalars_dir
+    events = EventAccumulator(str(scalars_dir), size_guidance={"images": 0})
     events.Reload()
     scalars = events.Tags()["scalars"]
     for tag in ("train/episode_return", "train/loss_critic", "eval/episode_return", "time/fps"):
         assert tag in scalars, tag
         assert [e.step for e in events.Scalars(tag)] == [40, 80]  # the step is the frame count
     assert "eval/episode_length" in scalars
+    # The second evaluation's video, as TensorBoard's animated GIF (Images tab).
+    (video,) = events.Images("eval/video")
+    assert video.step == 80
+    assert (video.width, video.height) == (700, 700)
+    assert video.encoded_image_string[:6] == b"GIF89a"
+    assert sorted(p.name for p in (run_dir / "videos").iterdir()) == ["eval-iter000002.mp4"]
+
+    hp_events = EventAccumulator(str(hparams_dir))
+    hp_events.Reload()
+    content = hp_events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    stored = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
+    assert stored["env.scenario"].string_value == "navigation"
+    assert stored["collector.total_frames"].number_value == 80
+    assert stored["loss.gamma"].number_value == pytest.approx(0.9)
+    assert stored["logger.backend"].string_value == "tensorboard"
+    assert len(stored) == len(hparams(RunConfig()))
+
+
+def wandb_records(path):
+    """The protobuf records of a W&B run file (a LevelDB-style log: 32 KiB blocks of chunks)."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", "not a W&B run file"
+    records, pending, pos, block = [], b"", 7, 32768
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a chunk header never straddles a block
+            pos += block - pos % block
+            continue
+        length, kind = struct.unpack("<HB", data[pos + 4 : pos + 7])
+        if kind == 0:  # zero padding at the end of the file
+            break
+        pending += data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # a full record, or the last chunk of one
+            records.append(wandb_internal_pb2.Record.FromString(pending))
+            pending = b""
+    return records
+
+
+def finished_wandb_records(offline):
+    """The records of an offline run directory, once W&B's service has written its exit record."""
+    for _ in range(120):
+        records = wandb_records(next(offline.glob("*.wandb")))
+        if any(r.HasField("exit") for r in records):
+            return records
+        time.sleep(0.5)
+    raise AssertionError(f"{offline}: no exit record after 60 s")
+
+
+def test_wandb_offline_run_file_holds_name_project_config_and_video(tmp_path, monkeypatch):
+    _renderer()
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run_dir = tmp_path / "my-run"
+    args = ["train", "--run-dir", str(run_dir), "--logger", "wandb", *TINY]
+    assert main([*args, "--logger.project", "tag-study", "--eval.video_interval", "2"]) == 0
+    (offline,) = (run_dir / "wandb").glob("offline-run-*")
+    records = finished_wandb_records(offline)
+    (run,) = [r.run for r in records if r.HasField("run")]
+    assert (run.display_name, run.project) == ("my-run", "tag-study")
+    config = {}
+    for record in records:
+        if record.HasField("config"):
+            config.update({item.key: json.loads(item.value_json) for item in record.config.update})
+    assert config["env.scenario"] == "navigation"
+    assert config["collector.total_frames"] == 80
+    assert config["logger.project"] == "tag-study"
+    assert len(config) == len(hparams(RunConfig()))
+    history = [
+        {
+            tuple(item.nested_key) or (item.key,): json.loads(item.value_json)
+            for item in r.history.item
+        }
+        for r in records
+        if r.HasField("history")
+    ]
+    assert any(("eval/episode_return",) in row for row in history)
+    (video,) = [row for row in history if ("eval/video", "path") in row]
+    assert video[("eval/step",)] == 80
+    stored = offline / "files" / video[("eval/video", "path")]
+    assert stored.suffix == ".mp4" and stored.stat().st_size > 0
+
+
+def test_mlflow_file_store_holds_params_metrics_run_name_and_video(tmp_path):
+    import mlflow
+
+    _renderer()
+    run_dir = tmp_path / "my-run"
+    args = ["train", "--run-dir", str(run_dir), "--logger", "mlflow", *TINY]
+    assert main([*args, "--logger.project", "tag-study", "--eval.video_interval", "2"]) == 0
+    mlflow.set_tracking_uri((run_dir / "mlruns").as_uri())
+    (run,) = mlflow.search_runs(experiment_names=["tag-study"], output_format="list")
+    assert run.info.run_name == "my-run"
+    assert run.data.params["env.scenario"] == "navigation"
+    assert run.data.params["collector.total_frames"] == "80"
+    assert len(run.data.params) == len(hparams(RunConfig()))
+    assert "train/episode_return" in run.data.metrics
+    assert "eval/episode_return" in run.data.metrics
+    artifacts = mlflow.MlflowClient().list_artifacts(run.info.run_id, "videos")
+    assert [a.path for a in artifacts] == ["videos/eval_video-step80.mp4"]
+
+
+def test_several_backends_at_once_each_get_the_metrics(tmp_path, monkeypatch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run_dir = tmp_path / "run"
+    assert main(["train", "--run-dir", str(run_dir), "--logger", "tensorboard,wandb", *TINY]) == 0
+    events = EventAccumulator(str(run_dir / "tensorboard" / "run"))
+    events.Reload()
+    assert "eval/episode_return" in events.Tags()["scalars"]
+    (offline,) = (run_dir / "wandb").glob("offline-run-*")
+    logged = {
+        tuple(item.nested_key)
+        for r in finished_wandb_records(offline)
+        if r.HasField("history")
+        for item in r.history.item
+    }
+    assert ("eval/episode_return",) in logged
+
+
+@pytest.mark.parametrize(
+    ("environ", "netrc_text", "mode"),
+    [
+        ({}, None, "offline"),  # no key anywhere: never ask, log offline
+        ({"WANDB_API_KEY": "x" * 40}, None, "online"),
+        ({}, "machine api.wandb.ai login user password " + "x" * 40, "online"),
+        ({}, "machine other.host login user password secret", "offline"),
+        ({"WANDB_BASE_URL": "https://wandb.example.org"},
+         "machine wandb.example.org login user password secret", "online"),
+        ({"WANDB_MODE": "offline", "WANDB_API_KEY": "x" * 40}, None, "offline"),
+        ({"WANDB_MODE": "dryrun"}, None, "offline"),
+        ({"WANDB_MODE": "online"}, None, "online"),
+        ({"WANDB_MODE": "disabled"}, None, "disabled"),
+    ],
+)  # fmt: skip
+def test_wandb_is_online_when_logged_in_or_asked_offline_otherwise(
+    tmp_path, environ, netrc_text, mode
+):
+    netrc_file = tmp_path / "netrc"
+    if netrc_text is not None:
+        netrc_file.write_text(netrc_text + "\n")
+        netrc_file.chmod(0o600)
+    assert loggers.wandb_mode({**environ, "NETRC": str(netrc_file)}) == mode
+
+
+def test_wandb_logger_gets_the_mode_and_leaves_the_environment_alone(tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(loggers.WandbLogger, "__init__", lambda self, *a, **kw: seen.update(kw))
+    monkeypatch.setattr(loggers, "wandb_mode", lambda: "online")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    config = RunConfig().logger
+    config.backend, config.project = "wandb", "tag-study"
+    loggers.make_loggers(config, tmp_path, exp_name="my-run")
+    assert seen["mode"] == "online" and seen["offline"] is False
+    assert (seen["exp_name"], seen["project"]) == ("my-run", "tag-study")
+    assert "WANDB_MODE" not in os.environ
 
 
 @pytest.mark.parametrize("backend", ["tensorboard", "wandb", "mlflow"])
@@ -61,24 +242,6 @@ def test_unknown_backend_names_the_choices(tmp_path, capsys):
         main(["train", "--run-dir", str(tmp_path / "run"), "--logger", "neptune", *TINY])
     assert exit_info.value.code == 2
     assert "must be one of csv, tensorboard, wandb, mlflow" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("backend", ["wandb", "mlflow"])
-def test_optional_backend_writes_its_files(tmp_path, backend, monkeypatch):
-    pytest.importorskip(backend, reason=f"the {backend} extra is not installed")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    run_dir = tmp_path / "run"
-    assert main(["train", "--run-dir", str(run_dir), "--logger", backend, *TINY]) == 0
-    if backend == "wandb":
-        assert list((run_dir / "wandb").rglob("*.wandb")), "no offline W&B run file"
-    else:
-        import mlflow
-
-        mlflow.set_tracking_uri((run_dir / "mlruns").as_uri())
-        runs = mlflow.search_runs(experiment_names=["mappo"], output_format="list")
-        assert len(runs) == 1
-        assert "train/episode_return" in runs[0].data.metrics
-        assert "eval/episode_return" in runs[0].data.metrics
 
 
 def test_every_logged_metric_is_documented_in_docs_metrics_md(tmp_path):

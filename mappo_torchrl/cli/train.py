@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import os
 import signal
 import statistics
 import sys
@@ -30,7 +31,12 @@ from mappo_torchrl.training.checkpoint import (
     load_checkpoint,
     load_trainer_state,
 )
-from mappo_torchrl.training.loggers import LoggerUnavailable, check_logger_backend, make_logger
+from mappo_torchrl.training.loggers import (
+    LoggerUnavailable,
+    check_logger_backend,
+    make_loggers,
+    wandb_mode,
+)
 from mappo_torchrl.training.rng import isolated_rng
 from mappo_torchrl.training.rundir import (
     CONFIG_FILE,
@@ -85,7 +91,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--logger",
         metavar="NAME",
-        help="csv, tensorboard, wandb or mlflow (same as --logger.backend; default: csv)",
+        help="csv, tensorboard, wandb or mlflow, or several joined by commas "
+        "(same as --logger.backend; default: csv)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_config_options(parser)
@@ -126,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
         fail(f"mappo train: error: {err}")
     print(f"mappo: training {config.env.scenario} -> {run_dir.path}")
     trainer = Trainer(config)
-    logger = make_logger(config.logger, run_dir.path, exp_name=run_dir.path.name)
+    logger = _make_loggers(config, run_dir.path)
     return _train(TrainingRun(trainer, run_dir, logger=logger), progress=not args.no_progress)
 
 
@@ -174,9 +181,23 @@ def resume(args: argparse.Namespace) -> int:
     run_dir = RunDir.reopen(path, keep_through=trainer.iteration)
     run_dir.write_status("running", resumed_from=checkpoint.name)
     print(f"mappo: resuming {path} from {checkpoint.name} (iteration {trainer.iteration})")
-    logger = make_logger(config.logger, path, exp_name=path.name, state=extra.get("logger"))
+    logger = _make_loggers(config, path, state=extra.get("logger"))
     session = TrainingRun(trainer, run_dir, logger=logger, elapsed_s=extra.get("elapsed_s", 0.0))
     return _train(session, progress=not args.no_progress)
+
+
+def _make_loggers(config: RunConfig, path: Path, state: dict | None = None) -> dict:
+    """The run's TorchRL loggers, named after its directory; says where W&B logs."""
+    if "wandb" in config.logger.backends():
+        mode = wandb_mode()
+        how = mode
+        if mode == "offline" and "WANDB_MODE" not in os.environ:
+            how += (
+                " (not logged in: 'wandb login' makes later runs sync live; upload this one "
+                f"with 'wandb sync {path / 'wandb'}/offline-run-*')"
+            )
+        print(f"mappo: W&B project {config.logger.project!r}, run {path.name!r}: {how}")
+    return make_loggers(config.logger, path, exp_name=path.name, state=state)
 
 
 def _check_extras(config: RunConfig) -> None:

@@ -364,13 +364,33 @@ class LoggerConfig:
     """Where metrics go, besides RUN_DIR/metrics.csv."""
 
     backend: str = "csv"
-    """csv (metrics.csv only), tensorboard, wandb (offline) or mlflow (a local file store)."""
+    """csv (metrics.csv only), tensorboard, wandb or mlflow, or several joined by commas
+    (tensorboard,wandb). W&B is online when you are logged in or WANDB_MODE says so, offline
+    otherwise; MLflow writes a file store in the run directory."""
     project: str = "mappo"
-    """W&B project or MLflow experiment name."""
+    """W&B project and MLflow experiment name (each run is named after its run directory)."""
+
+    def backends(self) -> tuple[str, ...]:
+        """The chosen backends, in order, without ``csv`` (metrics.csv is always written).
+
+        Example:
+            >>> from mappo_torchrl.config import LoggerConfig
+            >>> LoggerConfig(backend="tensorboard,wandb").backends()
+            ('tensorboard', 'wandb')
+        """
+        names = [name.strip() for name in self.backend.split(",")]
+        return tuple(dict.fromkeys(name for name in names if name != "csv"))
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` on the first value that is not allowed."""
-        _choice("logger.backend", self.backend, LOGGERS)
+        for name in self.backend.split(","):
+            _check(
+                name.strip() in LOGGERS,
+                "logger.backend",
+                self.backend,
+                "must be one of " + ", ".join(LOGGERS) + ", or several joined by commas",
+            )
+        _check(bool(self.project.strip()), "logger.project", self.project, "must not be empty")
 
 
 @dataclass

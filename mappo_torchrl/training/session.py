@@ -8,7 +8,8 @@ that, after every iteration, in this order:
    adding ``eval/*`` metrics, and writes a video every
    ``eval.video_interval`` evaluations;
 2. stamps ``time/elapsed_s`` (wall time of the whole run, across resumes);
-3. logs the metrics (metrics.csv and the TorchRL logger);
+3. logs the metrics (metrics.csv and the TorchRL loggers, which also get
+   the resolved config once at the start and every evaluation video);
 4. saves a checkpoint when due, or when a stop was requested (Ctrl-C), and
    then stops.
 
@@ -21,6 +22,7 @@ as one that never stopped.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +45,9 @@ class TrainingRun:
     Args:
         trainer: a new trainer, or one loaded from a checkpoint.
         run_dir: where metrics, checkpoints and videos go.
-        logger: a TorchRL logger besides metrics.csv, or ``None``.
+        logger: TorchRL loggers besides metrics.csv: one, several (a list or a
+            dict by backend, as :func:`~mappo_torchrl.training.loggers.make_loggers`
+            returns), or ``None``.
         elapsed_s: wall time already spent (when resuming).
 
     Example:
@@ -71,7 +75,7 @@ class TrainingRun:
         trainer: Trainer,
         run_dir: RunDir,
         *,
-        logger: Logger | None = None,
+        logger: Logger | Sequence[Logger] | Mapping[str, Logger] | None = None,
         elapsed_s: float = 0.0,
     ) -> None:
         config = trainer.config
@@ -102,6 +106,7 @@ class TrainingRun:
             StopRequested: if :meth:`request_stop` was called; the checkpoint
                 of the last finished iteration is written by then.
         """
+        self.metrics_logger.log_hparams(self.trainer.config)
         try:
             return self.trainer.train(progress=progress, callbacks=[self.after_iteration])
         finally:
@@ -128,6 +133,9 @@ class TrainingRun:
             metrics.update(self.evaluation())
             if video and self.evaluation.last.frames:
                 self._write_video(self.evaluation.last.frames)
+                self.metrics_logger.log_video(
+                    "eval/video", self.evaluation.last.frames, step=self.trainer.frames
+                )
         metrics["time/elapsed_s"] = self.elapsed()
         self.metrics_logger(metrics)
         if self.checkpointer.due() or self.stop_requested:
@@ -138,8 +146,8 @@ class TrainingRun:
     def checkpoint_extra(self) -> dict[str, Any]:
         """What a checkpoint keeps besides the trainer: elapsed time, logger ids."""
         extra: dict[str, Any] = {"elapsed_s": self.elapsed()}
-        if self.logger is not None:
-            extra["logger"] = _plain(self.logger.state_dict())
+        if self.metrics_logger.loggers:
+            extra["logger"] = _plain(self.metrics_logger.state_dict())
         return extra
 
     def _evaluation_number(self) -> int | None:
