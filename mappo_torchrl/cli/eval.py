@@ -87,12 +87,23 @@ def run(args: argparse.Namespace) -> int:
 
 
 def format_table(results: EpisodeResults) -> str:
-    """Per-agent and team returns (mean ± std over episodes) and episode length."""
+    """Per-agent and team returns (mean ± std over episodes) and episode length.
+
+    With one group the team is every agent. With several (a competitive env
+    such as simple_tag) each group is a team of its own and gets its own sum;
+    a sum over all groups would mix opponents' returns and is left out.
+    """
     rows = [("group", "agent", "return (mean ± std)")]
     for group, returns in results.returns.items():
         for i, name in enumerate(results.agent_names[group]):
             rows.append((group, name, _pm(returns[:, i])))
-    rows.append(("team", "sum of all agents", _pm(results.team_returns)))
+    if len(results.returns) == 1:
+        rows.append(("team", "sum of all agents", _pm(results.team_returns)))
+    else:
+        for group, returns in results.returns.items():
+            n = returns.shape[-1]
+            sum_of = f"sum of its {n} agents" if n > 1 else "its one agent"
+            rows.append((f"{group} team", sum_of, _pm(returns.sum(-1))))
     rows.append(("episode", "length (steps)", _pm(results.lengths.float())))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]

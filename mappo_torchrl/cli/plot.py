@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from mappo_torchrl.cli.options import fail
 
@@ -13,8 +14,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="plot learning curves of runs (mean ± std over seeds) to a PNG",
         description=(
             "Plot the episode return of one or more runs against frames and against wall "
-            "time. Runs whose configs differ only by seed are drawn as one curve, mean ± std "
-            "over the seeds; evaluation returns are drawn as markers."
+            "time. Runs whose configs differ only by seed (or by fields that do not change "
+            "learning: threads, logger, checkpoints, evaluation interval) are drawn as one "
+            "curve, mean ± std over the seeds; a run directory given twice counts once. "
+            "Evaluation returns are drawn as markers. Runs with several agent groups get one "
+            "curve per group."
         ),
     )
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories")
@@ -36,5 +40,6 @@ def run(args: argparse.Namespace) -> int:
         out = plot_runs(args.runs, args.out)
     except (PlotError, ImportError) as err:
         fail(f"mappo plot: error: {err}")
-    print(f"mappo plot: {len(args.runs)} run(s) -> {out}")
+    runs = len({Path(path).resolve() for path in args.runs})
+    print(f"mappo plot: {runs} run{'s' if runs > 1 else ''} -> {out}")
     return 0

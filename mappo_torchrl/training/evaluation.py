@@ -73,7 +73,8 @@ class EpisodeResults:
 
         ``episode_return`` is the mean per-agent return, like
         ``train/episode_return``; with several groups each also gets
-        ``eval/<group>/episode_return``.
+        ``eval/<group>/episode_return`` and ``eval/<group>/team_return`` (the
+        return summed over the group's agents).
         """
         out = {
             f"{prefix}/episode_return": _mean(self.mean_agent_returns),
@@ -86,6 +87,7 @@ class EpisodeResults:
             for group, returns in self.returns.items():
                 out[f"{prefix}/{group}/episode_return"] = _mean(returns.mean(-1))
                 out[f"{prefix}/{group}/episode_return_std"] = _std(returns.mean(-1))
+                out[f"{prefix}/{group}/team_return"] = _mean(returns.sum(-1))
         return out
 
 

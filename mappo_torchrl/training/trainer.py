@@ -193,7 +193,7 @@ class Trainer:
                     for callback in callbacks:
                         callback(metrics)
                     bar.update(metrics["frames"] - bar.n)
-                    bar.set_postfix(episode_return=f"{metrics['train/episode_return']:.3f}")
+                    bar.set_postfix(_progress_returns(metrics, self.groups))
             finally:
                 self.collector.shutdown()
         return history
@@ -209,6 +209,9 @@ class Trainer:
         """
         groups = list(self.groups.values())
         episode_return = mean_episode_return(batch, [g.keys for g in groups])
+        group_returns = {
+            name: mean_episode_return(batch, [group.keys]) for name, group in self.groups.items()
+        }
         with torch.no_grad():
             for group in groups:
                 group.loss.value_estimator(batch)
@@ -223,7 +226,7 @@ class Trainer:
                 stats.append(self.update_step(minibatch))
         for scheduler in self.schedulers:
             scheduler.step()
-        return self._summarise(episode_return, stats)
+        return self._summarise(episode_return, group_returns, stats)
 
     def _update_step_eager(self, minibatch: TensorDictBase) -> TensorDict:
         """Loss, backward, clipping and an Adam step for every group; detached stats.
@@ -262,14 +265,23 @@ class Trainer:
             step = CudaGraphModule(step, in_keys=[], warmup=3, device=self.device)
         return step
 
-    def _summarise(self, episode_return: torch.Tensor, stats: list[TensorDict]) -> Metrics:
+    def _summarise(
+        self,
+        episode_return: torch.Tensor,
+        group_returns: dict[str, torch.Tensor],
+        stats: list[TensorDict],
+    ) -> Metrics:
         # One stack and one host transfer per iteration: no sync inside the epochs.
         means = torch.stack(stats).apply(lambda x: x.float().mean(), batch_size=[])
-        values = TensorDict({"episode_return": episode_return, "groups": means}).cpu()
+        values = TensorDict(
+            {"episode_return": episode_return, "groups": means, "returns": group_returns}
+        ).cpu()
         metrics = {"train/episode_return": float(values["episode_return"])}
         several = len(self.groups) > 1
         for name in self.groups:
             prefix = f"train/{name}/" if several else "train/"
+            if several:
+                metrics[prefix + "episode_return"] = float(values["returns", name])
             for key, value in values["groups", name].items():
                 metrics[prefix + key] = float(value)
         first = next(iter(self.groups.values()))
@@ -283,6 +295,13 @@ class Trainer:
             for group in self.groups.values()
             for optim in (group.actor_optim, group.critic_optim)
         ]
+
+
+def _progress_returns(metrics: Metrics, groups) -> dict[str, str]:
+    """The progress bar's returns: one per group when there are several."""
+    if len(groups) == 1:
+        return {"episode_return": f"{metrics['train/episode_return']:.3f}"}
+    return {f"{name}_return": f"{metrics[f'train/{name}/episode_return']:.3f}" for name in groups}
 
 
 def _shifted_budget(config: RunConfig) -> int:
