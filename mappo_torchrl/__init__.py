@@ -8,19 +8,30 @@ The subpackages follow the pipeline: :mod:`~mappo_torchrl.envs`,
 re-exported here.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from __future__ import annotations
 
-from mappo_torchrl.config import RunConfig
-from mappo_torchrl.data import make_collector, make_replay_buffer
-from mappo_torchrl.envs import group_keys, make_env
-from mappo_torchrl.models import make_actor, make_critic
-from mappo_torchrl.objectives import make_loss
-from mappo_torchrl.training import Trainer
+import importlib
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 try:
     __version__ = version("mappo_torchrl")
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0+unknown"
+
+# Imported on first use (PEP 562): ``mappo --version`` and ``mappo scenarios``
+# answer without importing torch.
+_MODULES = {
+    "RunConfig": "mappo_torchrl.config",
+    "Trainer": "mappo_torchrl.training",
+    "group_keys": "mappo_torchrl.envs",
+    "make_actor": "mappo_torchrl.models",
+    "make_collector": "mappo_torchrl.data",
+    "make_critic": "mappo_torchrl.models",
+    "make_env": "mappo_torchrl.envs",
+    "make_loss": "mappo_torchrl.objectives",
+    "make_replay_buffer": "mappo_torchrl.data",
+}
 
 __all__ = [
     "RunConfig",
@@ -33,3 +44,19 @@ __all__ = [
     "make_loss",
     "make_replay_buffer",
 ]
+
+if TYPE_CHECKING:
+    from mappo_torchrl.config import RunConfig
+    from mappo_torchrl.data import make_collector, make_replay_buffer
+    from mappo_torchrl.envs import group_keys, make_env
+    from mappo_torchrl.models import make_actor, make_critic
+    from mappo_torchrl.objectives import make_loss
+    from mappo_torchrl.training import Trainer
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_MODULES[name]), name)
+    globals()[name] = value
+    return value

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import difflib
+import re
 import sys
 import typing
 from typing import Any, NoReturn
@@ -11,10 +13,121 @@ from mappo_torchrl.config import RunConfig, flatten, iter_options, to_dict
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line on stderr and exit code 2."""
+    """An ArgumentParser whose errors are one line on stderr and exit code 2.
+
+    Besides what argparse does, it:
+
+    - accepts ``-`` and ``_`` alike inside option names (``--run_dir`` is
+      ``--run-dir``, ``--update-threads`` is ``--update_threads``), and
+      ``--option=value``;
+    - reads Hydra-style ``key=value`` words as ``--key value`` (``mappo train
+      env.scenario=balance loss.gamma=0.99``);
+    - names the sub-command and the closest option when one is unknown;
+    - shows help text as plain text (docstrings' ``literal`` markup removed).
+
+    Example:
+        >>> from mappo_torchrl.cli.main import build_parser
+        >>> args = build_parser().parse_args(["train", "--run_dir", "x", "loss.gamma=0.99"])
+        >>> args.run_dir, vars(args)["cfg:loss.gamma"]
+        ('x', '0.99')
+    """
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = self._canonical(list(sys.argv[1:] if args is None else args))
+        namespace, extras = super().parse_known_args(args, namespace)
+        unknown = [a for a in extras if a.startswith("-") and a != "--"]
+        if unknown and not self._subparsers_action():
+            # A sub-command reports its own unknown options, under its own name.
+            self.error(f"unrecognized arguments: {' '.join(extras)}{self._did_you_mean(unknown)}")
+        return namespace, extras
+
+    def format_help(self) -> str:
+        return _plain(super().format_help())
 
     def error(self, message: str) -> NoReturn:
         fail(f"{self.prog}: error: {message}")
+
+    # -- spelling ---------------------------------------------------------------
+
+    def _options(self) -> dict[str, str]:
+        """Every long option by its spelling with ``_`` for ``-``."""
+        return {
+            "--" + name[2:].replace("-", "_"): name
+            for name in self._option_string_actions
+            if name.startswith("--")
+        }
+
+    def _canonical(self, args: list[str]) -> list[str]:
+        options = self._options()
+        out: list[str] = []
+        takes_value = False
+        for i, arg in enumerate(args):
+            if arg == "--" or self._subparsers_action_for(arg):
+                return [*out, *args[i:]]  # the rest belongs to a sub-command (or is positional)
+            if takes_value:
+                out.append(arg)
+                takes_value = False
+                continue
+            if arg.startswith("--"):
+                name, eq, value = arg.partition("=")
+                name = options.get("--" + name[2:].replace("-", "_"), name)
+                out.append(name + eq + value)
+                action = self._option_string_actions.get(name)
+                takes_value = not eq and action is not None and action.nargs is None
+                takes_value = takes_value and not isinstance(action, _NO_VALUE)
+                continue
+            key, eq, value = arg.partition("=")
+            if eq and _KEY.fullmatch(key):
+                name = options.get("--" + key.replace("-", "_"))
+                if name is None:
+                    self.error(
+                        f"{arg!r}: no option --{key} for a key=value override"
+                        f"{self._did_you_mean(['--' + key])}"
+                    )
+                out += [name, value]
+                continue
+            out.append(arg)
+        return out
+
+    def _did_you_mean(self, unknown: list[str]) -> str:
+        options = self._options()
+        name = "--" + unknown[0].partition("=")[0][2:].replace("-", "_")
+        close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.75)
+        return f" (did you mean {options[close[0]]}?)" if close else ""
+
+    def _subparsers_action(self) -> argparse._SubParsersAction | None:
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                return action
+        return None
+
+    def _subparsers_action_for(self, arg: str) -> bool:
+        action = self._subparsers_action()
+        return action is not None and arg in action.choices
+
+
+_NO_VALUE = (
+    argparse._StoreTrueAction,
+    argparse._StoreFalseAction,
+    argparse._HelpAction,
+    argparse._VersionAction,
+    argparse._CountAction,
+)
+
+#: ``section.field`` or ``field``: the key of a ``key=value`` override.
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*")
+
+
+def _plain(text: str) -> str:
+    """reStructuredText markup in help text as plain text.
+
+    Example:
+        >>> from mappo_torchrl.cli.options import _plain
+        >>> _plain("see ``mappo scenarios`` and :class:`~mappo_torchrl.config.RunConfig`")
+        "see 'mappo scenarios' and RunConfig"
+    """
+    text = re.sub(r":[a-z:]+:`~?(?:[^`]*\.)?([^`.]+)`", r"\1", text)
+    return re.sub(r"``([^`]+)``", r"'\1'", text)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

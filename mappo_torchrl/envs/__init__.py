@@ -1,8 +1,24 @@
-"""Environments: VMAS scenarios by name, and the key layout of any multi-agent env."""
+"""Environments: VMAS scenarios by name, and the key layout of any multi-agent env.
 
-from mappo_torchrl.envs.factory import make_env, track_episode_returns
-from mappo_torchrl.envs.groups import GroupKeys, all_group_keys, group_keys
-from mappo_torchrl.envs.scenarios import SCENARIO_DEFAULTS, check_scenario, vmas_scenarios
+The names below are imported on first use (PEP 562), so that reading the
+scenario catalogue (:mod:`mappo_torchrl.envs.catalog`) does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_MODULES = {
+    "make_env": "factory",
+    "track_episode_returns": "factory",
+    "GroupKeys": "groups",
+    "all_group_keys": "groups",
+    "group_keys": "groups",
+    "SCENARIO_DEFAULTS": "scenarios",
+    "check_scenario": "scenarios",
+    "vmas_scenarios": "scenarios",
+}
 
 __all__ = [
     "GroupKeys",
@@ -14,3 +30,16 @@ __all__ = [
     "track_episode_returns",
     "vmas_scenarios",
 ]
+
+if TYPE_CHECKING:
+    from mappo_torchrl.envs.factory import make_env, track_episode_returns
+    from mappo_torchrl.envs.groups import GroupKeys, all_group_keys, group_keys
+    from mappo_torchrl.envs.scenarios import SCENARIO_DEFAULTS, check_scenario, vmas_scenarios
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_MODULES[name]}"), name)
+    globals()[name] = value
+    return value
