@@ -117,7 +117,7 @@ def test_run_killed_with_sigkill_resumes_bit_for_bit(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:  # a finished run is never touched again
         main(["train", "--resume", str(straight)])
     assert exit_info.value.code == 2
-    assert "the run has finished; nothing to resume" in capsys.readouterr().err
+    assert "the run has finished (" in capsys.readouterr().err  # and says how to extend it
 
 
 def test_ctrl_c_stops_after_a_checkpoint_and_the_run_resumes(tmp_path):

@@ -22,6 +22,7 @@ from mappo_torchrl.config import (
     flatten,
     load_config,
     read_config_file,
+    save_config,
 )
 from mappo_torchrl.envs import check_scenario
 from mappo_torchrl.training import Trainer
@@ -30,6 +31,7 @@ from mappo_torchrl.training.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     load_trainer_state,
+    load_weights,
 )
 from mappo_torchrl.training.loggers import (
     LoggerUnavailable,
@@ -57,7 +59,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="train MAPPO on a VMAS scenario",
         description=(
             "Train MAPPO on a VMAS scenario. Options are read from the defaults, "
-            "then --preset, then --config, then --scenario and the --section.field options. "
+            "then --preset, then --config, then --scenario and the --section.field options "
+            "(also written as Hydra-style key=value words: env.scenario=balance loss.gamma=0.99; "
+            "- and _ are alike in option names). "
             "The run directory gets config.yaml, metrics.csv, status.json and checkpoints/; "
             "--resume RUN_DIR continues a stopped run exactly where its last checkpoint left it. "
             "Ctrl-C stops after the current iteration, with a checkpoint."
@@ -86,7 +90,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--resume",
         metavar="RUN_DIR",
-        help="continue the run in RUN_DIR from its newest checkpoint, with its saved config",
+        help="continue the run in RUN_DIR from its newest checkpoint, with its saved config; "
+        "with --collector.total_frames N, extend it (also a finished run) exactly as if it had "
+        "been started with N; only " + ", ".join(f"--{o}" for o in RESUME_OPTIONS) + ", "
+        "--logger and --no-progress may be given with it",
+    )
+    parser.add_argument(
+        "--init-from",
+        metavar="CHECKPOINT",
+        help="start a new run from the networks and value normalisers of CHECKPOINT (a .pt "
+        "file or a run directory's newest), for fine-tuning or transfer; optimisers, counters "
+        "and hyper-parameters come from this run's config",
     )
     parser.add_argument(
         "--logger",
@@ -97,6 +111,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_config_options(parser)
     parser.set_defaults(func=run)
+
+
+#: The options ``--resume`` accepts: they change where the run ends, or nothing it learns.
+RESUME_OPTIONS = (
+    "collector.total_frames",
+    "threads",
+    "update_threads",
+    "eval.interval",
+    "logger.backend",
+    "logger.project",
+)
 
 
 def resolve_config(args: argparse.Namespace) -> RunConfig:
@@ -124,15 +149,21 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = resolve_config(args)
         _check_extras(config)
+        init = _init_state(args.init_from)
+        trainer = Trainer(config)
+        if init is not None:
+            load_weights(trainer, init, source=f"--init-from={args.init_from!r}")
         run_dir = RunDir.create(
             args.run_dir or default_run_dir(config), config, overwrite=args.overwrite
         )
     except ConfigError as err:
         fail(f"mappo train: error: --{err}")
+    except CheckpointError as err:
+        fail(f"mappo train: error: {err}")
     except (ValueError, RunDirError, LoggerUnavailable) as err:
         fail(f"mappo train: error: {err}")
-    print(f"mappo: training {config.env.scenario} -> {run_dir.path}")
-    trainer = Trainer(config)
+    start = f" from the weights of {args.init_from}" if init is not None else ""
+    print(f"mappo: training {config.env.scenario}{start} -> {run_dir.path}")
     logger = _make_loggers(config, run_dir.path)
     return _train(TrainingRun(trainer, run_dir, logger=logger), progress=not args.no_progress)
 
@@ -143,29 +174,38 @@ def resume(args: argparse.Namespace) -> int:
     Nothing in RUN_DIR is changed until the checkpoint has loaded into a
     trainer built from the run's config.
     """
-    given = [f"--{name}" for name in config_overrides(args)]
+    overrides = config_overrides(args)
+    if args.logger is not None:
+        overrides["logger.backend"] = args.logger
+    given = [f"--{name}" for name in overrides if name not in RESUME_OPTIONS]
     given += [
         f"--{flag.replace('_', '-')}"
-        for flag in ("scenario", "config", "run_dir", "overwrite", "logger")
+        for flag in ("scenario", "preset", "config", "run_dir", "overwrite", "init_from")
         if getattr(args, flag) not in (None, False)
     ]
     if given:
         fail(
             f"mappo train: error: --resume continues a run with its saved config; "
-            f"drop {', '.join(given)}"
+            f"drop {', '.join(given)} (only "
+            + ", ".join(f"--{o}" for o in RESUME_OPTIONS)
+            + ", --logger and --no-progress may change)"
         )
     path = Path(args.resume)
     try:
         if not (path / CONFIG_FILE).is_file():
             raise RunDirError(f"--resume={str(path)!r}: not a run directory (no {CONFIG_FILE})")
-        status = read_status(path).get("status")
-        if status == "finished":
-            raise RunDirError(
-                f"--resume={str(path)!r}: the run has finished; nothing to resume "
-                "(start a new run with --run-dir)"
-            )
-        config = load_config(path / CONFIG_FILE)
+        status = read_status(path)
+        saved_config = load_config(path / CONFIG_FILE)
+        config = apply_overrides(saved_config, overrides)
         config.validate()
+        if status.get("status") == "finished":
+            done = status.get("frames", saved_config.collector.total_frames)
+            if config.collector.total_frames <= done:
+                raise RunDirError(
+                    f"--resume={str(path)!r}: the run has finished ({done} frames); extend it "
+                    f"with a larger --collector.total_frames (or start a new run, "
+                    f"--init-from {path})"
+                )
         check_logger_backend(config.logger.backend)
         checkpoint = latest_checkpoint(path)
         state = load_checkpoint(checkpoint)
@@ -177,13 +217,35 @@ def resume(args: argparse.Namespace) -> int:
         fail(f"mappo train: error: --resume: {err}")
     except (ValueError, RunDirError, LoggerUnavailable) as err:
         fail(f"mappo train: error: {err}")
+    if trainer.frames >= config.collector.total_frames:
+        fail(
+            f"mappo train: error: --collector.total_frames={config.collector.total_frames}: "
+            f"must be more than the {trainer.frames} frames of {checkpoint.name}"
+        )
     extra = state.get("extra", {})
     run_dir = RunDir.reopen(path, keep_through=trainer.iteration)
+    if config != saved_config:
+        save_config(config, path / CONFIG_FILE)
     run_dir.write_status("running", resumed_from=checkpoint.name)
     print(f"mappo: resuming {path} from {checkpoint.name} (iteration {trainer.iteration})")
     logger = _make_loggers(config, path, state=extra.get("logger"))
     session = TrainingRun(trainer, run_dir, logger=logger, elapsed_s=extra.get("elapsed_s", 0.0))
     return _train(session, progress=not args.no_progress)
+
+
+def _init_state(source: str | None) -> dict | None:
+    """The checkpoint ``--init-from`` names (a file, or a run directory's newest), loaded."""
+    if source is None:
+        return None
+    path = Path(source)
+    try:
+        if path.is_dir():
+            path = latest_checkpoint(path)
+        elif not path.is_file():
+            raise CheckpointError(f"{source!r}: no such checkpoint file or run directory")
+        return load_checkpoint(path)
+    except CheckpointError as err:
+        raise CheckpointError(f"--init-from: {err}") from None
 
 
 def _make_loggers(config: RunConfig, path: Path, state: dict | None = None) -> dict:
@@ -237,23 +299,51 @@ def _train(session: TrainingRun, *, progress: bool) -> int:
         return 130
     rows = read_metrics(run_dir.path)
     last = rows[-5:]
-    final = statistics.fmean(m["train/episode_return"] for m in last)
-    final_eval = rows[-1].get("eval/episode_return", math.nan)
+    groups = list(trainer.groups) if len(trainer.groups) > 1 else []
+    final = _final_returns(last, rows[-1], groups)
     wall = session.elapsed()
     run_dir.write_status(
         "finished",
         iteration=trainer.iteration,
         frames=trainer.frames,
-        final_episode_return=final,
-        final_eval_return=final_eval,
+        **final,
         wall_time_s=round(wall, 1),
     )
-    print(
-        f"mappo: done: {trainer.frames} frames in {wall:.0f} s; "
-        f"mean episode return over the last {len(last)} iterations: {final:.3f}; "
-        f"final evaluation: {final_eval:.3f}; run: {run_dir.path}"
-    )
+    span = "the last iteration" if len(last) == 1 else f"the last {len(last)} iterations"
+    if groups:
+        train = ", ".join(f"{g} {final['final_group_returns'][g]:.3f}" for g in groups)
+        evaluation = ", ".join(f"{g} {final['final_group_eval_returns'][g]:.3f}" for g in groups)
+        summary = (
+            f"mean episode return per agent over {span}, by group: {train}; "
+            f"final evaluation, by group: {evaluation}"
+        )
+    else:
+        summary = (
+            f"mean episode return over {span}: {final['final_episode_return']:.3f}; "
+            f"final evaluation: {final['final_eval_return']:.3f}"
+        )
+    print(f"mappo: done: {trainer.frames} frames in {wall:.0f} s; {summary}; run: {run_dir.path}")
     return 0
+
+
+def _final_returns(last: list[dict], final_row: dict, groups: list[str]) -> dict:
+    """The closing figures for status.json: pooled, and by group when there are several.
+
+    The pooled figures mix the groups' returns; with several groups (a
+    competitive env) the per-group figures are the ones that mean something.
+    """
+    out = {
+        "final_episode_return": statistics.fmean(m["train/episode_return"] for m in last),
+        "final_eval_return": final_row.get("eval/episode_return", math.nan),
+    }
+    if groups:
+        out["final_group_returns"] = {
+            g: statistics.fmean(m[f"train/{g}/episode_return"] for m in last) for g in groups
+        }
+        out["final_group_eval_returns"] = {
+            g: final_row.get(f"eval/{g}/episode_return", math.nan) for g in groups
+        }
+    return out
 
 
 @contextlib.contextmanager

@@ -42,8 +42,22 @@ if TYPE_CHECKING:
 CHECKPOINT_DIR = "checkpoints"
 FORMAT = 1
 _NAME = re.compile(r"ckpt-(\d+)\.pt")
-#: Options that may differ between a checkpoint and the run that loads it.
-_FREE_OPTIONS = ("device", "threads", "update_threads")
+#: Options that may differ between a checkpoint and the run that loads it. None
+#: of them changes what is trained: the total frames only where the end is (not
+#: with optim.lr_decay, whose schedule spans them), and evaluation never moves a
+#: random stream training reads.
+_FREE_OPTIONS = (
+    "device",
+    "threads",
+    "update_threads",
+    "logger.backend",
+    "logger.project",
+    "eval.interval",
+    "collector.total_frames",
+)
+#: What :func:`load_weights` takes from each group's loss state: the networks and
+#: the value normaliser, not the loss coefficients (gamma, clip_epsilon...).
+_WEIGHTS = ("actor_network.", "critic_network.", "value_norm.")
 
 
 class CheckpointError(RuntimeError):
@@ -247,6 +261,12 @@ def _nested_keys(data: dict[str, Any], prefix: tuple[str, ...] = ()) -> list:
 
 def _check_config(saved: dict[str, Any], current: dict[str, Any], where: str) -> None:
     for option, (theirs, ours) in _differences(saved, current).items():
+        if option == "collector.total_frames" and current["optim"]["lr_decay"]:
+            raise CheckpointError(
+                f"{where}collector.total_frames={ours!r}: with optim.lr_decay the learning rate "
+                f"decays to 0 over the run's {theirs} frames, so the run cannot be continued as "
+                "if it had been started with more; start a new run with --init-from instead"
+            )
         if option in _FREE_OPTIONS:
             continue
         raise CheckpointError(
@@ -267,3 +287,42 @@ def _differences(a: Any, b: Any, prefix: str = "") -> dict[str, tuple[Any, Any]]
 def _first_line(err: BaseException) -> str:
     text = str(err).strip() or type(err).__name__
     return text.splitlines()[0][:200]
+
+
+def load_weights(trainer: Trainer, state: dict[str, Any], *, source: str = "") -> None:
+    """Put a checkpoint's networks and value normalisers into a new ``trainer``.
+
+    For fine-tuning and transfer (``mappo train --init-from``): only the
+    actors, critics and value normalisers are copied; the optimisers, the
+    counters and the loss coefficients stay those of ``trainer``'s own
+    config, which may differ from the checkpoint's (another scenario, other
+    hyper-parameters) as long as the networks have the same shapes.
+
+    Raises:
+        CheckpointError: if the agent groups or the network shapes differ.
+    """
+    where = f"{source}: " if source else ""
+    if set(state["groups"]) != set(trainer.groups):
+        raise CheckpointError(
+            f"{where}agent groups {sorted(state['groups'])} do not match this run's "
+            f"{sorted(trainer.groups)}"
+        )
+    for name, group in trainer.groups.items():
+        saved = state["groups"][name]["loss"]
+        weights = {k: v for k, v in saved.items() if k.startswith(_WEIGHTS)}
+        expected = {k for k in group.loss.state_dict() if k.startswith(_WEIGHTS)}
+        if set(weights) != expected:
+            missing = sorted(expected - set(weights)) or sorted(set(weights) - expected)
+            raise CheckpointError(
+                f"{where}group {name!r}: the networks do not match this run's "
+                f"(e.g. {missing[0]}; check model.* and loss.value_norm)"
+            )
+        ours = group.loss.state_dict()
+        for key, value in weights.items():
+            if tuple(value.shape) != tuple(ours[key].shape):
+                raise CheckpointError(
+                    f"{where}group {name!r}: the networks do not fit this run (size mismatch "
+                    f"for {key}: {tuple(value.shape)} in the checkpoint, {tuple(ours[key].shape)} "
+                    "here; check model.* and the scenario)"
+                )
+        group.loss.load_state_dict(weights, strict=False)

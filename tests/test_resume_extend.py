@@ -1,0 +1,150 @@
+"""Continuing and reusing runs: --resume with more frames, harmless options, --init-from."""
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from mappo_torchrl.cli.main import main
+from mappo_torchrl.config import load_config
+from mappo_torchrl.training import Trainer
+from mappo_torchrl.training.checkpoint import (
+    CheckpointError,
+    checkpoint_files,
+    latest_checkpoint,
+    load_checkpoint,
+    load_weights,
+)
+from mappo_torchrl.training.rundir import read_metrics, read_status
+
+TINY = [
+    "--env.num_envs", "4", "--env.max_steps", "10", "--collector.frames_per_batch", "40",
+    "--optim.minibatch_size", "20", "--model.actor_cells", "16", "--model.critic_cells", "16",
+    "--eval.interval", "1", "--eval.episodes", "2", "--threads", "1", "--no-progress",
+]  # fmt: skip
+
+
+def train(run_dir, *args):
+    return main(["train", "--run-dir", str(run_dir), *TINY, *args])
+
+
+def _one_line_error(capsys, *argv) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(argv))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    return err
+
+
+def _learning(rows):
+    return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rows]
+
+
+def test_extending_a_finished_run_equals_starting_with_more_frames(tmp_path, capsys):
+    short, long = tmp_path / "short", tmp_path / "long"
+    assert train(short, "--collector.total_frames", "80") == 0
+    assert read_status(short)["status"] == "finished"
+    # Harmless options may change on the way.
+    extend = ["--collector.total_frames", "160", "--threads", "1", "--update-threads", "1"]
+    assert main(["train", "--resume", str(short), *extend, "--no-progress"]) == 0
+    assert train(long, "--collector.total_frames", "160") == 0
+    assert "resuming" in capsys.readouterr().out
+    assert _learning(read_metrics(short)) == _learning(read_metrics(long))
+    assert load_config(short / "config.yaml").collector.total_frames == 160
+    status = read_status(short)
+    assert (status["status"], status["frames"]) == ("finished", 160)
+    a, b = load_checkpoint(latest_checkpoint(short)), load_checkpoint(latest_checkpoint(long))
+    assert a["iteration"] == b["iteration"] == 4
+    for key, value in a["groups"]["agents"]["loss"].items():
+        assert torch.equal(value, b["groups"]["agents"]["loss"][key]), key
+
+
+def test_harmless_options_are_allowed_on_resume(tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    assert train(run_dir, "--collector.total_frames", "40") == 0
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    args = ["--collector.total_frames", "80", "--logger", "tensorboard", "--eval.interval", "2"]
+    assert main(["train", "--resume", str(run_dir), *args, "--no-progress"]) == 0
+    assert list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
+    assert load_config(run_dir / "config.yaml").logger.backend == "tensorboard"
+
+
+def test_finished_run_says_how_to_extend_it(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert train(run_dir, "--collector.total_frames", "40") == 0
+    err = _one_line_error(capsys, "train", "--resume", str(run_dir))
+    assert (
+        "the run has finished (40 frames); extend it with a larger --collector.total_frames" in err
+    )
+    err = _one_line_error(capsys, "train", "--resume", str(run_dir), "--collector.total_frames=40")
+    assert "the run has finished (40 frames)" in err
+
+
+def test_learning_options_are_refused_on_resume_in_one_line(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert train(run_dir, "--collector.total_frames", "40") == 0
+    before = (run_dir / "config.yaml").read_text()
+    err = _one_line_error(
+        capsys, "train", "--resume", str(run_dir), "--loss.gamma", "0.5", "--scenario", "balance"
+    )
+    assert err.startswith("mappo train: error: --resume continues a run with its saved config;")
+    assert "drop --loss.gamma, --scenario" in err
+    assert "--collector.total_frames, --threads" in err
+    assert (run_dir / "config.yaml").read_text() == before
+
+
+def test_lr_decay_cannot_be_extended_exactly_and_says_so(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert train(run_dir, "--collector.total_frames", "80", "--optim.lr_decay", "true") == 0
+    before = (run_dir / "metrics.csv").read_bytes()
+    err = _one_line_error(
+        capsys, "train", "--resume", str(run_dir), "--collector.total_frames", "160"
+    )
+    assert "collector.total_frames=160: with optim.lr_decay the learning rate decays" in err
+    assert "--init-from" in err
+    assert (run_dir / "metrics.csv").read_bytes() == before
+    assert load_config(run_dir / "config.yaml").collector.total_frames == 80
+
+
+def test_init_from_copies_networks_and_value_norm_but_not_optimisers_or_coefficients(tmp_path):
+    source = tmp_path / "source"
+    assert train(source, "--collector.total_frames", "80", "--loss.value_norm", "running") == 0
+    state = load_checkpoint(latest_checkpoint(source))
+    cfg = tiny_config(loss={"value_norm": "running", "gamma": 0.5})
+    trainer = Trainer(cfg)
+    load_weights(trainer, state)
+    group = trainer.groups["agents"]
+    saved = state["groups"]["agents"]["loss"]
+    ours = group.loss.state_dict()
+    assert saved["value_norm.count"] > 0
+    for key in saved:
+        if key.startswith(("actor_network.", "critic_network.", "value_norm.")):
+            assert torch.equal(ours[key], saved[key]), key
+    assert float(group.loss.value_estimator.gamma) == 0.5  # this run's own hyper-parameters
+    assert not group.actor_optim.state  # fresh optimisers
+    assert trainer.iteration == 0
+
+
+def test_init_from_starts_a_new_run_and_refuses_networks_that_do_not_fit(tmp_path, capsys):
+    source, tuned, bad = tmp_path / "source", tmp_path / "tuned", tmp_path / "bad"
+    assert train(source, "--collector.total_frames", "40") == 0
+    assert train(tuned, "--collector.total_frames", "40", "--init-from", str(source)) == 0
+    assert f"from the weights of {source}" in capsys.readouterr().out
+    assert [p.name for p in checkpoint_files(tuned)] == ["ckpt-000001.pt"]
+    err = _one_line_error(
+        capsys, "train", "--run-dir", str(bad), *TINY, "--collector.total_frames", "40",
+        "--model.actor_cells", "32", "--init-from", str(latest_checkpoint(source)),
+    )  # fmt: skip
+    assert "--init-from=" in err and "the networks do not fit this run (size mismatch" in err
+    assert not bad.exists()
+    err = _one_line_error(capsys, "train", "--run-dir", str(bad), "--init-from", str(tmp_path))
+    assert err.startswith("mappo train: error: --init-from: ") and "no checkpoint" in err
+
+
+def test_load_weights_names_a_group_mismatch(tmp_path):
+    source = tmp_path / "source"
+    assert train(source, "--collector.total_frames", "40") == 0
+    state = load_checkpoint(latest_checkpoint(source))
+    trainer = Trainer(tiny_config(env={"scenario": "simple_tag"}))
+    with pytest.raises(CheckpointError, match=r"agent groups \['agents'\] do not match"):
+        load_weights(trainer, state)
