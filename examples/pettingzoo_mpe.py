@@ -51,7 +51,9 @@ def main() -> None:
     history = Trainer(config, env=env).train(progress=not args.smoke)
 
     # -- report -------------------------------------------------------------
-    for metrics in history[:: max(1, len(history) // 10)] + history[-1:]:
+    step = max(1, len(history) // 10)
+    for i in sorted({*range(0, len(history), step), len(history) - 1}):  # the last one once
+        metrics = history[i]
         print(
             f"frames {metrics['frames']:7.0f}  episode return "
             f"{metrics['train/episode_return']:8.3f}"

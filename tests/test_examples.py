@@ -88,3 +88,5 @@ def test_example_smoke_run(script, tmp_path):
     for pattern in EXPECTED[script] + expected:
         assert re.search(pattern, result.stdout), f"{pattern!r} not in:\n{result.stdout}"
     assert not re.search(r"\bnan\b", result.stdout), result.stdout
+    results = [line for line in result.stdout.splitlines() if line.startswith("frames ")]
+    assert len(results) == len(set(results)), f"a result line printed twice:\n{result.stdout}"
