@@ -72,6 +72,8 @@ def test_harmless_options_are_allowed_on_resume(tmp_path, monkeypatch):
 def test_finished_run_says_how_to_extend_it(tmp_path, capsys):
     run_dir = tmp_path / "run"
     assert train(run_dir, "--collector.total_frames", "40") == 0
+    out = capsys.readouterr().out
+    assert "mean episode return over the last iteration: " in out  # not "last 1 iterations"
     err = _one_line_error(capsys, "train", "--resume", str(run_dir))
     assert (
         "the run has finished (40 frames); extend it with a larger --collector.total_frames" in err

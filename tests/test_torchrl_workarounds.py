@@ -49,3 +49,48 @@ def test_gae_standardisation_depends_on_whether_a_mask_is_given():
     assert not torch.allclose(unmasked, all_valid)
     n = 4 * 10
     assert torch.allclose(all_valid, unmasked * (n / (n - 1)) ** 0.5, atol=1e-5)
+
+
+def test_mlflow_log_hparams_needs_omegaconf_even_for_a_plain_dict(tmp_path, monkeypatch):
+    """TorchRL's MLFlowLogger.log_hparams imports OmegaConf unconditionally.
+
+    mlflow-skinny does not bring OmegaConf, so mappo_torchrl's MLflow logger
+    sends the params with ``mlflow.log_params`` itself.
+    """
+    import importlib.util
+
+    import pytest
+
+    if importlib.util.find_spec("omegaconf") is not None:
+        pytest.skip("OmegaConf is installed here; the failure needs it absent")
+    pytest.importorskip("mlflow")
+    from torchrl.record.loggers import MLFlowLogger
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    logger = MLFlowLogger(exp_name="pin", tracking_uri=(tmp_path / "mlruns").as_uri())
+    try:
+        with pytest.raises(ModuleNotFoundError, match="omegaconf"):
+            logger.log_hparams({"loss.gamma": 0.9})
+    finally:
+        import mlflow
+
+        mlflow.end_run()
+
+
+def test_tensorboard_video_needs_moviepy_editor(tmp_path):
+    """TorchRL's TensorboardLogger.log_video needs moviepy; torch's add_video needs
+    ``moviepy.editor``, which moviepy 2 removed. mappo_torchrl writes the GIF with Pillow.
+    """
+    import importlib.util
+
+    import pytest
+
+    pytest.importorskip("tensorboard")
+    from torchrl.record.loggers import TensorboardLogger
+
+    logger = TensorboardLogger(exp_name="pin", log_dir=str(tmp_path))
+    video = torch.zeros(1, 3, 3, 8, 8, dtype=torch.uint8)
+    if importlib.util.find_spec("moviepy") is not None:
+        pytest.skip("moviepy is installed here; the failure needs it absent")
+    with pytest.raises(Exception, match="moviepy not found"):
+        logger.log_video("v", video, step=0)
