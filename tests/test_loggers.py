@@ -237,11 +237,15 @@ def test_missing_backend_is_one_line_naming_the_extra_before_anything_starts(
     assert not run_dir.exists()
 
 
-def test_unknown_backend_names_the_choices(tmp_path, capsys):
+@pytest.mark.parametrize("backend", ["neptune", "tensorboard,neptune"])
+def test_unknown_backend_names_the_choices(tmp_path, capsys, backend):
     with pytest.raises(SystemExit) as exit_info:
-        main(["train", "--run-dir", str(tmp_path / "run"), "--logger", "neptune", *TINY])
+        main(["train", "--run-dir", str(tmp_path / "run"), "--logger", backend, *TINY])
     assert exit_info.value.code == 2
-    assert "must be one of csv, tensorboard, wandb, mlflow" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"logger.backend='{backend}'" in err
+    assert "must be one of csv, tensorboard, wandb, mlflow, or several joined by commas" in err
+    assert not (tmp_path / "run").exists()
 
 
 def test_every_logged_metric_is_documented_in_docs_metrics_md(tmp_path):
