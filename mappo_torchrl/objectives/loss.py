@@ -151,14 +151,17 @@ class MAPPOValueNorm(PopArtValueNorm):
         return mean, var
 
     def normalize(self, value_target: torch.Tensor) -> torch.Tensor:
+        """``(x - mean) / std`` with the running statistics."""
         mean, var = self.running_stats()
         return (value_target - mean) / var.sqrt()
 
     def denormalize(self, normalised_value: torch.Tensor) -> torch.Tensor:
+        """``x * std + mean``: back to the return scale."""
         mean, var = self.running_stats()
         return normalised_value * var.sqrt() + mean
 
     def scale(self) -> torch.Tensor:
+        """The running standard deviation (floored)."""
         return self.running_stats()[1].sqrt()
 
 
@@ -251,7 +254,7 @@ def make_loss(
             with more time-limit resets in a row than the budget holds is
             computed with two passes instead, so the result is always exact.
         shifted_budget: extra critic time slots for ``shifted``
-            (:func:`~mappo_torchrl.objectives.advantage.shifted_budget`).
+            (:func:`~mappo_torchrl.objectives.shifted_budget`).
         normalize_advantage: deprecated; ``True`` is ``advantage_norm="per_agent"``,
             ``False`` is ``advantage_norm="none"``.
 
