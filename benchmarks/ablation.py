@@ -9,9 +9,13 @@ seeds, and the difference to the base config.
     python benchmarks/ablation.py --frames 60000 --seeds 0 --variants base value_norm
     python benchmarks/ablation.py --out benchmarks/results/ablation.md   # + .json and .png
     python benchmarks/ablation.py --replot benchmarks/results/ablation.json  # figure only
+    python benchmarks/ablation.py --workers 2 --out ...   # two runs at a time
 
 Runs use one torch thread each (``threads`` and ``update_threads``), so results do
-not depend on the machine's load.
+not depend on the machine's load; ``--workers N`` runs N of them at a time in
+worker processes. With ``--out``, each finished run is appended to
+``OUT.runs.jsonl`` and a rerun of the same command skips the runs found there,
+so an interrupted ablation continues where it stopped.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import argparse
 import json
 import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from tqdm import tqdm
@@ -33,7 +38,20 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "value_norm": ("PopArt value normalisation on", {"loss.value_norm": "popart"}),
     "huber": ("Huber critic loss, delta 10", {"loss.critic_loss": "huber"}),
     "clip_value": ("clipped value loss on", {"loss.clip_value": True}),
-    "no_adv_norm": ("advantage normalisation off", {"loss.normalize_advantage": False}),
+    "no_adv_norm": ("advantage normalisation off", {"loss.advantage_norm": "none"}),
+    "joint_adv_norm": (
+        "advantages standardised over all agents together",
+        {"loss.advantage_norm": "joint"},
+    ),
+    "critic_agent_id": ("agent id in the critic input", {"model.critic_agent_id": True}),
+    "paper_critic": (
+        "value norm + Huber + clipped value loss",
+        {"loss.value_norm": "popart", "loss.critic_loss": "huber", "loss.clip_value": True},
+    ),
+    "normal_policy": (
+        "Gaussian policy, state-independent std",
+        {"model.action_dist": "normal"},
+    ),
     "orthogonal": ("orthogonal init on", {"model.orthogonal_init": True}),
     "feature_norm": ("input LayerNorm on", {"model.feature_norm": True}),
     "lr_decay": ("linear learning-rate decay on", {"optim.lr_decay": True}),
@@ -139,6 +157,7 @@ def main() -> None:
     parser.add_argument(
         "--replot", type=Path, default=None, help="only redraw the figure of a saved .json"
     )
+    parser.add_argument("--workers", type=int, default=1, help="runs at a time (one core each)")
     args = parser.parse_args()
     if args.replot:
         print(plot_results(json.loads(args.replot.read_text()), args.replot.with_suffix(".png")))
@@ -146,11 +165,30 @@ def main() -> None:
 
     base = dict(item.split("=", 1) for item in args.set)
     runs = [(s, v, seed) for s in args.scenarios for v in args.variants for seed in args.seeds]
+    cache = args.out.with_suffix(".runs.jsonl") if args.out else None
+    done = _read_cache(cache, args.frames, args.preset, base)
     results: dict[str, dict[str, list[float]]] = {s: {} for s in args.scenarios}
     start = time.perf_counter()
-    for scenario, variant, seed in tqdm(runs, desc="ablation", unit="run"):
-        value = run_one(scenario, seed, args.frames, args.preset, base, VARIANTS[variant][1])
-        results[scenario].setdefault(variant, []).append(value)
+    todo = [run for run in runs if run not in done]
+    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+        futures = {
+            pool.submit(run_one, s, seed, args.frames, args.preset, base, VARIANTS[v][1]): (
+                s,
+                v,
+                seed,
+            )
+            for s, v, seed in todo
+        }
+        for future in tqdm(as_completed(futures), total=len(futures), desc="ablation", unit="run"):
+            run = futures[future]
+            done[run] = future.result()
+            if cache:
+                record = dict(zip(("scenario", "variant", "seed"), run, strict=True))
+                record.update(value=done[run], frames=args.frames, preset=args.preset, base=base)
+                with cache.open("a") as f:
+                    f.write(json.dumps(record) + "\n")
+    for scenario, variant, seed in runs:
+        results[scenario].setdefault(variant, []).append(done[(scenario, variant, seed)])
     minutes = (time.perf_counter() - start) / 60
 
     table = format_table(results, args.scenarios, args.variants)
@@ -174,6 +212,23 @@ def main() -> None:
         args.out.write_text(report)
         args.out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
         plot_results(results, args.out.with_suffix(".png"))
+
+
+def _read_cache(
+    cache: Path | None, frames: int, preset: str | None, base: dict
+) -> dict[tuple[str, str, int], float]:
+    """Finished runs of an earlier invocation with the same budget, preset and base."""
+    if cache is None or not cache.exists():
+        return {}
+    done = {}
+    for line in cache.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a kill
+        if (record["frames"], record["preset"], record["base"]) == (frames, preset, base):
+            done[(record["scenario"], record["variant"], record["seed"])] = record["value"]
+    return done
 
 
 if __name__ == "__main__":

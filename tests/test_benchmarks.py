@@ -34,13 +34,23 @@ def test_throughput_prints_both_pipelines_and_the_scaling_table():
 
 def test_ablation_writes_table_json_and_figure(tmp_path):
     out_md = tmp_path / "ablation.md"
-    out = run(
+    command = (
         "benchmarks/ablation.py", "--scenarios", "navigation", "--seeds", "0",
         "--frames", "80", "--variants", "base", "huber", "--out", str(out_md),
         "--set", "env.num_envs=4", "--set", "env.max_steps=10",
         "--set", "collector.frames_per_batch=40", "--set", "optim.minibatch_size=20",
     )  # fmt: skip
+    out = run(*command, "--workers", "2")
     assert "| huber | Huber critic loss, delta 10 |" in out
+    cache = out_md.with_suffix(".runs.jsonl")
+    assert len(cache.read_text().splitlines()) == 2
+
+    # A rerun finds both runs in the cache and trains nothing, with the same table.
+    def table(text):
+        return text[text.index("Final return") : text.index("Command:")]
+
+    assert table(run(*command)) == table(out)
+    assert len(cache.read_text().splitlines()) == 2
     results = json.loads(out_md.with_suffix(".json").read_text())
     assert set(results["navigation"]) == {"base", "huber"}
     figure = out_md.with_suffix(".png")
@@ -48,3 +58,24 @@ def test_ablation_writes_table_json_and_figure(tmp_path):
     figure.unlink()
     run("benchmarks/ablation.py", "--replot", str(out_md.with_suffix(".json")))
     assert figure.exists()
+
+
+def test_run_table_compares_arms_of_finished_runs(tmp_path):
+    from mappo_torchrl.cli.main import main
+
+    tiny = ["--env.num_envs", "4", "--env.max_steps", "10", "--collector.frames_per_batch", "40"]
+    tiny += ["--collector.total_frames", "80", "--optim.minibatch_size", "20", "--no-progress"]
+    dirs = {}
+    for arm, extra in (("plain", []), ("joint", ["--loss.advantage_norm", "joint"])):
+        dirs[arm] = [tmp_path / f"{arm}{seed}" for seed in (0, 1)]
+        for seed, run_dir in enumerate(dirs[arm]):
+            args = ["train", "--run-dir", str(run_dir), "--seed", str(seed), *tiny, *extra]
+            assert main(args) == 0
+    out = run(
+        "benchmarks/run_table.py", "--last", "2",
+        "--arm", "plain", *map(str, dirs["plain"]), "--arm", "joint", *map(str, dirs["joint"]),
+    )  # fmt: skip
+    rows = [line for line in out.splitlines() if line.startswith("| navigation |")]
+    assert len(rows) == 1
+    assert rows[0].count("(seeds 0,1)") == 2
+    assert rows[0].count("±") == 4

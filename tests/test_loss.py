@@ -50,7 +50,7 @@ def test_advantage_has_per_agent_shape_and_is_standardised_per_agent(nav_env):
 
 
 def test_advantage_normalisation_can_be_turned_off(nav_env):
-    loss = _loss(nav_env, normalize_advantage=False)
+    loss = _loss(nav_env, advantage_norm="none")
     data = _batch(nav_env, loss)
     value_target = data["agents", "value_target"]
     value = data["agents", "state_value"]
@@ -116,7 +116,7 @@ def test_value_norm_statistics_follow_the_returns(nav_env):
     data["agents", "value_target"] = torch.randn_like(data["agents", "value_target"]) + 50.0
     for _ in range(30):
         loss(data)
-    mean, _ = value_norm._running_stats()
+    mean, _ = value_norm.running_stats()
     assert mean.item() == pytest.approx(50.0, abs=1.0)
 
 
@@ -134,3 +134,17 @@ def test_value_norm_state_dict_round_trip():
 def test_unknown_critic_loss_is_rejected(nav_env):
     with pytest.raises(ValueError, match="critic_loss='mse': must be one of"):
         _loss(nav_env, critic_loss="mse")
+
+
+def test_make_loss_defaults_are_the_config_defaults():
+    import inspect
+
+    from mappo_torchrl.config import LossConfig
+
+    config = LossConfig()
+    params = inspect.signature(make_loss).parameters
+    # value_norm is the normaliser object in make_loss, its name in the config.
+    shared = [name for name in params if hasattr(config, name) and name != "value_norm"]
+    assert len(shared) >= 10
+    for name in shared:
+        assert params[name].default == getattr(config, name), name

@@ -5,6 +5,8 @@ upstream and the matching workaround can go.
 """
 
 import torch
+from torchrl.modules import PopArtValueNorm
+from torchrl.objectives.multiagent import MAPPOLoss
 from torchrl.objectives.value import MultiAgentGAE
 
 from mappo_torchrl.envs import group_keys
@@ -94,3 +96,35 @@ def test_tensorboard_video_needs_moviepy_editor(tmp_path):
         pytest.skip("moviepy is installed here; the failure needs it absent")
     with pytest.raises(Exception, match="moviepy not found"):
         logger.log_video("v", video, step=0)
+
+
+def test_upstream_value_clip_fires_without_any_parameter_change(nav_env):
+    """TorchRL's MAPPOLoss clips ``norm(denorm(v))`` with statistics that moved in between.
+
+    With a critic that writes de-normalised values (as the original MAPPO's
+    does for GAE), MAPPOLoss normalises the prediction and the stored value
+    again with the statistics it has just updated, so the value clip fires
+    with no optimiser step at all. MultiAgentPPOLoss compares the network's
+    own outputs instead (tests/test_original_formulas.py).
+    """
+    value_norm = PopArtValueNorm(shape=1, beta=0.9)
+    keys = group_keys(nav_env, "agents")
+    actor = make_actor(nav_env, "agents", num_cells=16)
+    critic = make_critic(nav_env, "agents", num_cells=16, value_norm=value_norm)
+    ours = make_loss(actor, critic, keys, value_norm=value_norm, clip_value=True)
+    with torch.no_grad():
+        data = nav_env.rollout(10, actor)
+        ours.value_estimator(data)
+    data = data.reshape(-1)
+    data["agents", "value_target"] = data["agents", "value_target"] * 50 + 20
+    upstream = MAPPOLoss(actor, critic, value_norm=value_norm, clip_value=0.2, functional=False)
+    upstream.set_keys(
+        action=keys.action,
+        sample_log_prob=keys.log_prob,
+        value=keys.state_value,
+        advantage=keys.advantage,
+        value_target=keys.value_target,
+    )
+    fractions = [upstream(data)["value_clip_fraction"].item() for _ in range(5)]
+    assert max(fractions) > 0.1  # the upstream behaviour
+    assert [ours(data)["value_clip_fraction"].item() for _ in range(5)] == [0.0] * 5

@@ -13,6 +13,7 @@ import inspect
 import json
 import textwrap
 import typing
+import warnings
 from collections.abc import Iterator, Mapping
 from functools import cache
 from pathlib import Path
@@ -51,6 +52,7 @@ def from_dict(data: Mapping[str, Any], cls: type = RunConfig, prefix: str = "") 
     """
     if not isinstance(data, Mapping):
         raise ConfigError(prefix.rstrip(".") or "config", data, "must be a mapping")
+    data = _renamed(data, prefix)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     kwargs = {}
@@ -65,6 +67,32 @@ def from_dict(data: Mapping[str, Any], cls: type = RunConfig, prefix: str = "") 
         else:
             kwargs[key] = _coerce(f"{prefix}{key}", value, hint)
     return cls(**kwargs)
+
+
+#: Options that were renamed: old dotted name -> (new field, old value -> new value).
+RENAMED = {
+    "loss.normalize_advantage": ("advantage_norm", {True: "per_agent", False: "none"}),
+}
+
+
+def _renamed(data: Mapping[str, Any], prefix: str) -> Mapping[str, Any]:
+    """``data`` with renamed options (from older config files) under their new names."""
+    old = [key for key in data if f"{prefix}{key}" in RENAMED]
+    if not old:
+        return data
+    data = dict(data)
+    for key in old:
+        new, values = RENAMED[f"{prefix}{key}"]
+        value = data.pop(key)
+        if value not in values:
+            raise ConfigError(f"{prefix}{key}", value, "must be true or false")
+        data.setdefault(new, values[value])
+        warnings.warn(
+            f"{prefix}{key} is deprecated: read as {prefix}{new}={values[value]}",
+            FutureWarning,
+            stacklevel=3,
+        )
+    return data
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

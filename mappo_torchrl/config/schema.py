@@ -80,6 +80,7 @@ class EnvConfig:
 
 ACTIVATIONS = ("tanh", "relu")
 CRITIC_INPUTS = ("observations", "state", "agent_state")
+ACTION_DISTS = ("tanh_normal", "normal")
 
 
 @dataclass
@@ -104,6 +105,14 @@ class ModelConfig:
     critic_input: str = "observations"
     """Centralised critic input: observations (all agents' observations), state (the env's
     global ``state`` entry) or agent_state (the global state plus the agent's one-hot id)."""
+    critic_agent_id: bool = False
+    """Append the agent's one-hot id to a centralised critic's observations input, so that a
+    critic shared by all agents can give each agent its own value (agent_state always has it)."""
+    action_dist: str = "tanh_normal"
+    """Continuous-action distribution: tanh_normal (a Normal squashed into the action bounds,
+    state-dependent scale) or normal (the original code's DiagGaussian: an unbounded Normal
+    with a learned state-independent log-std and a closed-form entropy; the env clamps actions
+    to its bounds)."""
     feature_norm: bool = False
     """LayerNorm on the network inputs (the original code's use_feature_normalization)."""
     death_masking: bool = True
@@ -120,10 +129,12 @@ class ModelConfig:
             _check(value > 0, f"model.{name}", value, "must be a positive integer")
         _choice("model.activation", self.activation, ACTIVATIONS)
         _choice("model.critic_input", self.critic_input, CRITIC_INPUTS)
+        _choice("model.action_dist", self.action_dist, ACTION_DISTS)
 
 
 CRITIC_LOSSES = ("smooth_l1", "huber", "l2", "l1")
 VALUE_NORMS = ("none", "popart", "running")
+ADVANTAGE_NORMS = ("joint", "per_agent", "none")
 
 
 @dataclass
@@ -138,6 +149,9 @@ class LossConfig:
     """PPO ratio clip."""
     entropy_coeff: float = 1e-4
     """Weight of the entropy bonus (0 turns the entropy term off)."""
+    entropy_samples: int = 1
+    """Samples of the Monte-Carlo entropy estimate, for distributions without a closed-form
+    entropy (tanh_normal)."""
     critic_coeff: float = 1.0
     """Weight of the critic loss."""
     critic_loss: str = "smooth_l1"
@@ -145,11 +159,14 @@ class LossConfig:
     huber_delta: float = 10.0
     """Delta of the huber critic loss (the MAPPO paper uses 10)."""
     clip_value: bool = False
-    """PPO-style clipped value loss, with the radius clip_epsilon."""
-    normalize_advantage: bool = True
-    """Standardise advantages over the batch, separately for each agent."""
+    """PPO-style clipped value loss: the critic output may move at most clip_epsilon from the
+    one stored at collection (in normalised units under value_norm), as the original code."""
+    advantage_norm: str = "per_agent"
+    """Standardise advantages over each batch: joint (one mean and std over all agents, the
+    original code's), per_agent (one mean and std per agent) or none."""
     value_norm: str = "none"
-    """Value normalisation: none, popart (EMA, decay value_norm_beta) or running (exact)."""
+    """Value normalisation: none, popart (the original code's ValueNorm: EMA with decay
+    value_norm_beta, variance floored at 0.01) or running (exact)."""
     value_norm_beta: float = 0.99999
     """Decay of the popart value normaliser."""
 
@@ -160,6 +177,13 @@ class LossConfig:
         _check(self.clip_epsilon > 0, "loss.clip_epsilon", self.clip_epsilon, "must be > 0")
         _check(self.entropy_coeff >= 0, "loss.entropy_coeff", self.entropy_coeff, "must be >= 0")
         _check(self.critic_coeff > 0, "loss.critic_coeff", self.critic_coeff, "must be > 0")
+        _check(
+            self.entropy_samples > 0,
+            "loss.entropy_samples",
+            self.entropy_samples,
+            "must be a positive integer",
+        )
+        _choice("loss.advantage_norm", self.advantage_norm, ADVANTAGE_NORMS)
         _choice("loss.critic_loss", self.critic_loss, CRITIC_LOSSES)
         _check(self.huber_delta > 0, "loss.huber_delta", self.huber_delta, "must be > 0")
         _choice("loss.value_norm", self.value_norm, VALUE_NORMS)

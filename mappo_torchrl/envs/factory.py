@@ -54,7 +54,13 @@ def make_env(
         torch.Size([4, 3, 3, 1])
     """
     check_scenario(scenario)
-    kwargs = {**SCENARIO_DEFAULTS.get(scenario, {}), **(scenario_kwargs or {})}
+    # VMAS clamps actions to their bounds: an unbounded action distribution
+    # (model.action_dist=normal) relies on it; a no-op for bounded ones.
+    kwargs = {
+        "clamp_actions": True,
+        **SCENARIO_DEFAULTS.get(scenario, {}),
+        **(scenario_kwargs or {}),
+    }
     base = VmasEnv(
         scenario=scenario,
         num_envs=num_envs,

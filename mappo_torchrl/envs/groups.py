@@ -61,6 +61,12 @@ class GroupKeys:
         return (self.group, "state_value")
 
     @property
+    def normalized_value(self) -> NestedKey:
+        """``(group, "state_value_normalized")``: the critic network's own output when a
+        value normaliser is used (``state_value`` is then its de-normalised form)."""
+        return (self.group, "state_value_normalized")
+
+    @property
     def advantage(self) -> NestedKey:
         """``(group, "advantage")``: the advantage GAE writes, one per agent."""
         return (self.group, "advantage")

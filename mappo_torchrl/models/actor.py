@@ -7,8 +7,9 @@ from tensordict.nn import NormalParamExtractor, TensorDictModule
 from torch import nn
 from torchrl.data import Categorical, OneHot
 from torchrl.envs import EnvBase
-from torchrl.modules import MaskedCategorical, ProbabilisticActor, TanhNormal
+from torchrl.modules import IndependentNormal, MaskedCategorical, ProbabilisticActor, TanhNormal
 
+from mappo_torchrl.config.schema import ACTION_DISTS, ModelConfig
 from mappo_torchrl.envs.groups import GroupKeys, group_keys
 from mappo_torchrl.models.mlp import make_mlp
 
@@ -25,16 +26,22 @@ def make_actor(
     share_params: bool = True,
     feature_norm: bool = False,
     orthogonal_init: bool = False,
+    action_dist: str = ModelConfig.action_dist,
     device: torch.device | str | None = None,
 ) -> ProbabilisticActor:
     """The policy of one agent group.
 
     It is a :class:`~torchrl.modules.tensordict_module.ProbabilisticActor`.
     Continuous actions use a :class:`~torchrl.modules.TanhNormal` bounded by
-    the action spec; discrete actions a categorical distribution, masked with
-    the env's ``action_mask`` when it has one (masked actions are never
-    sampled). The actor reads ``(group, "observation")`` and writes
-    ``(group, "action")`` and ``(group, "action_log_prob")``.
+    the action spec (``action_dist="tanh_normal"``) or the original MAPPO
+    code's diagonal Gaussian (``"normal"``: an unbounded Normal whose log-std
+    is a learned parameter independent of the state, initialised at 0, with a
+    closed-form entropy; the env must clamp actions to its bounds, as
+    :func:`~mappo_torchrl.envs.make_env` does); discrete actions a
+    categorical distribution, masked with the env's ``action_mask`` when it
+    has one (masked actions are never sampled). The actor reads
+    ``(group, "observation")`` and writes ``(group, "action")`` and
+    ``(group, "action_log_prob")``.
 
     Args:
         env: the multi-agent env (its specs size the network).
@@ -45,6 +52,7 @@ def make_actor(
         share_params: one parameter set for all agents of the group.
         feature_norm: LayerNorm on the observation.
         orthogonal_init: MAPPO's orthogonal init (policy-head gain 0.01).
+        action_dist: ``"tanh_normal"`` or ``"normal"``, for continuous actions.
         device: parameter device (defaults to the env's).
 
     Example:
@@ -55,6 +63,8 @@ def make_actor(
         >>> actor(env.reset())["agents", "action"].shape
         torch.Size([2, 3, 2])
     """
+    if action_dist not in ACTION_DISTS:
+        raise ValueError(f"action_dist={action_dist!r}: must be one of {', '.join(ACTION_DISTS)}")
     keys = group_keys(env, group)
     device = env.device if device is None else device
     action_spec = env.full_action_spec_unbatched[keys.action]
@@ -65,7 +75,11 @@ def make_actor(
             f"group {group!r}: one-hot actions are not supported; build the env with "
             "categorical actions (VmasEnv(categorical_actions=True), the default)"
         )
-    n_outputs = action_spec.space.n if discrete else 2 * action_spec.shape[-1]
+    gaussian = not discrete and action_dist == "normal"
+    if discrete:
+        n_outputs = action_spec.space.n
+    else:
+        n_outputs = action_spec.shape[-1] * (1 if gaussian else 2)
     net = make_mlp(
         n_agent_inputs=obs_dim,
         n_agent_outputs=n_outputs,
@@ -82,7 +96,46 @@ def make_actor(
     )
     if discrete:
         return _categorical_actor(net, keys, action_spec)
+    if gaussian:
+        scale = StateIndependentScale(
+            action_spec.shape[-1], n_agents=1 if share_params else keys.n_agents, device=device
+        )
+        return _normal_actor(nn.Sequential(net, scale), keys)
     return _tanh_normal_actor(net, keys, action_spec)
+
+
+class StateIndependentScale(nn.Module):
+    """``loc -> (loc, exp(log_std))`` with a learned log-std that ignores the state.
+
+    Args:
+        action_dim: action size.
+        n_agents: 1 for one log-std shared by all agents, else one per agent
+            (the input then has an agent dimension of that size before the last).
+        device: parameter device.
+    """
+
+    def __init__(
+        self, action_dim: int, *, n_agents: int = 1, device: torch.device | str | None = None
+    ) -> None:
+        super().__init__()
+        self.log_std = nn.Parameter(torch.zeros(n_agents, action_dim, device=device))
+
+    def forward(self, loc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        log_std = self.log_std if self.log_std.shape[0] > 1 else self.log_std[0]
+        return loc, log_std.exp().expand_as(loc)
+
+
+def _normal_actor(module: nn.Module, keys: GroupKeys) -> ProbabilisticActor:
+    loc, scale = (keys.group, "loc"), (keys.group, "scale")
+    return ProbabilisticActor(
+        TensorDictModule(module, in_keys=[keys.observation], out_keys=[loc, scale]),
+        in_keys={"loc": loc, "scale": scale},
+        out_keys=[keys.action],
+        distribution_class=IndependentNormal,
+        distribution_kwargs={"tanh_loc": False},
+        return_log_prob=True,
+        log_prob_key=keys.log_prob,
+    )
 
 
 def _tanh_normal_actor(net: nn.Module, keys: GroupKeys, action_spec) -> ProbabilisticActor:

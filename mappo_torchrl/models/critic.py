@@ -8,11 +8,11 @@ from torch import nn
 from torchrl.envs import EnvBase
 from torchrl.modules import ValueNorm
 
+from mappo_torchrl.config.schema import CRITIC_INPUTS
 from mappo_torchrl.envs.groups import group_keys
 from mappo_torchrl.models.mlp import make_mlp
 
 VALUE_HEAD_GAIN = 1.0
-CRITIC_INPUTS = ("observations", "state", "agent_state")
 
 
 def make_critic(
@@ -21,6 +21,7 @@ def make_critic(
     *,
     centralized: bool = True,
     critic_input: str = "observations",
+    agent_id: bool = False,
     death_masking: bool = True,
     num_cells: int = 256,
     depth: int = 2,
@@ -41,6 +42,9 @@ def make_critic(
             agents' observations concatenated, the VMAS default), ``"state"``
             (the env's root ``state`` entry) or ``"agent_state"`` (the state
             plus the agent's one-hot id).
+        agent_id: append the agent's one-hot id to a centralised critic's
+            ``"observations"`` input (a shared critic then tells agents apart;
+            ``"agent_state"`` always has it).
         death_masking: for envs whose agents can become inactive (a
             ``(group, "mask")`` entry), an inactive agent's critic sees zeros
             plus its one-hot id, as in the original MAPPO code. Ignored for envs
@@ -51,9 +55,11 @@ def make_critic(
         share_params: one parameter set for all agents of the group.
         feature_norm: LayerNorm on the critic input.
         orthogonal_init: MAPPO's orthogonal init (value-head gain 1).
-        value_norm: if given, the network predicts *normalised* values and the
-            module writes ``value_norm.denormalize(prediction)``, as in the
-            original MAPPO code. The loss then normalises it back (see
+        value_norm: if given, the network predicts *normalised* values, written
+            to ``(group, "state_value_normalized")``, and the module also writes
+            ``value_norm.denormalize(prediction)`` as the state value, as in the
+            original MAPPO code: GAE reads the de-normalised value, the critic
+            loss the network's own output (see
             :func:`~mappo_torchrl.objectives.make_loss`).
         device: parameter device (defaults to the env's).
 
@@ -80,9 +86,11 @@ def make_critic(
     source_key = keys.state if from_state else keys.observation
     source_dim = env.full_observation_spec_unbatched[source_key].shape[-1]
     death_mask = death_masking and keys.agent_mask is not None
-    with_id = from_state and critic_input == "agent_state"
+    with_id = (from_state and critic_input == "agent_state") or (
+        agent_id and centralized and not from_state
+    )
     modules: list[TensorDictModule] = []
-    if not from_state and not death_mask:
+    if not from_state and not death_mask and not with_id:
         # Plain observations: MultiAgentMLP concatenates them itself when centralised.
         in_key, in_dim, mlp_centralized = keys.observation, source_dim, centralized
     else:
@@ -114,7 +122,7 @@ def make_critic(
     if value_norm is None:
         modules.append(TensorDictModule(net, in_keys=[in_key], out_keys=[keys.state_value]))
     else:
-        normalized = (group, "state_value_normalized")
+        normalized = keys.normalized_value
         modules.append(TensorDictModule(net, in_keys=[in_key], out_keys=[normalized]))
         modules.append(
             TensorDictModule(

@@ -1,29 +1,41 @@
-"""The MAPPO/IPPO objective: TorchRL's MAPPOLoss with a Huber delta, plus MultiAgentGAE."""
+"""The MAPPO/IPPO objective: TorchRL's MAPPOLoss with the original critic loss, plus GAE."""
 
 from __future__ import annotations
 
+import warnings
+
 import torch
+import torch.nn.functional as F
+from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModule
+from tensordict.utils import NestedKey
 from torchrl.modules import PopArtValueNorm, ProbabilisticActor, RunningValueNorm, ValueNorm
 from torchrl.objectives.multiagent import MAPPOLoss
+from torchrl.objectives.utils import distance_loss
 
+from mappo_torchrl.config.schema import CRITIC_LOSSES, VALUE_NORMS, LossConfig
 from mappo_torchrl.envs.groups import GroupKeys
 from mappo_torchrl.objectives.advantage import ActiveAgentGAE
 
-CRITIC_LOSSES = ("smooth_l1", "huber", "l2", "l1")
-VALUE_NORMS = ("none", "popart", "running")
-
 
 class MultiAgentPPOLoss(MAPPOLoss):
-    """:class:`~torchrl.objectives.multiagent.MAPPOLoss` with a Huber delta.
+    """:class:`~torchrl.objectives.multiagent.MAPPOLoss` with MAPPO's own critic loss.
 
-    TorchRL's critic distances are ``l1``, ``l2`` and ``smooth_l1`` (a Huber
-    loss whose delta is fixed at 1). MAPPO uses Huber with delta 10. Since
-    ``huber_delta(x) = delta**2 * smooth_l1(x / delta)`` exactly, this class
-    scales the target, the prediction and the old prediction by ``1/delta``
-    after value normalisation, multiplies ``critic_coeff`` by ``delta**2`` and
-    divides the value-clip radius by ``delta``. Everything else (value clip,
-    explained variance, masks) is TorchRL's own code.
+    The policy and entropy terms are TorchRL's. The critic term is the
+    original MAPPO code's (``cal_value_loss`` in marlbenchmark/on-policy):
+
+    * with a value normaliser, the critic network's *own* output (a
+      normalised value, ``normalized_value_key``) is compared with the
+      normalised target, after the normaliser has been updated with the
+      minibatch's targets; TorchRL's ``MAPPOLoss`` instead re-normalises the
+      de-normalised prediction with statistics that moved in between, which
+      shrinks the first minibatch's critic gradient and makes the value clip
+      fire without any parameter change (tests/test_torchrl_workarounds.py);
+    * the clipped value loss clips the network output around the one stored
+      at collection, ``max(loss(v), loss(v_old + clamp(v - v_old, ±eps)))``;
+    * ``huber_delta`` gives the Huber loss with that delta;
+    * the clip fraction and explained variance count active agents only, as
+      the loss itself does.
 
     MAPPO and IPPO differ only in the critic passed in (see
     :class:`~torchrl.objectives.multiagent.IPPOLoss`), so one class serves both.
@@ -31,9 +43,8 @@ class MultiAgentPPOLoss(MAPPOLoss):
     Keyword Args:
         huber_delta: if set, the critic loss is Huber with this delta and
             ``loss_critic_type`` must be left at its default.
-        critic_coeff: weight of the critic loss.
-        clip_value: value-clip radius (in normalised units when a value
-            normaliser is attached), or ``None``.
+        normalized_value_key: the critic's normalised output, read with a
+            ``value_norm`` (see :func:`~mappo_torchrl.models.make_critic`).
         **kwargs: forwarded to :class:`~torchrl.objectives.multiagent.MAPPOLoss`.
     """
 
@@ -43,38 +54,119 @@ class MultiAgentPPOLoss(MAPPOLoss):
         critic_network: TensorDictModule,
         *,
         huber_delta: float | None = None,
-        critic_coeff: float = 1.0,
-        clip_value: float | None = None,
+        normalized_value_key: NestedKey | None = None,
         **kwargs,
     ) -> None:
-        scale = 1.0
         if huber_delta is not None:
             if kwargs.get("loss_critic_type", "smooth_l1") != "smooth_l1":
                 raise ValueError("huber_delta needs loss_critic_type='smooth_l1'")
-            scale = float(huber_delta)
             kwargs["loss_critic_type"] = "smooth_l1"
-        super().__init__(
-            actor_network,
-            critic_network,
-            critic_coeff=critic_coeff * scale**2,
-            clip_value=None if clip_value is None else clip_value / scale,
-            **kwargs,
-        )
+        super().__init__(actor_network, critic_network, **kwargs)
+        if self.value_norm is not None and normalized_value_key is None:
+            raise ValueError("value_norm needs the critic's normalized_value_key")
         self.huber_delta = huber_delta
+        self.normalized_value_key = normalized_value_key
 
-    def _critic_loss_inputs(self, target_return, state_value, old_state_value):
-        target_return, state_value, old_state_value = super()._critic_loss_inputs(
-            target_return, state_value, old_state_value
-        )
-        if self.huber_delta is None:
-            return target_return, state_value, old_state_value
-        inv = 1.0 / self.huber_delta
-        old = None if old_state_value is None else old_state_value * inv
-        return target_return * inv, state_value * inv, old
+    def loss_critic(self, tensordict: TensorDictBase) -> tuple[torch.Tensor, ...]:
+        """Elementwise critic loss (times ``critic_coeff``), clip fraction, explained variance."""
+        value_key = self.tensor_keys.value
+        if self.value_norm is not None:
+            value_key = self.normalized_value_key
+        target = tensordict.get(self.tensor_keys.value_target)
+        old = tensordict.get(value_key) if self.clip_value else None
+        prediction = self.critic_network(tensordict).get(value_key)
+        if self.value_norm is not None:
+            self.value_norm.update(target)
+            target = self.value_norm.normalize(target)
+        loss = self._distance(target, prediction)
+        active = self._active_mask(tensordict, prediction)
+        clip_fraction = None
+        if self.clip_value:
+            change = prediction - old
+            clipped = change.clamp(-self.clip_value, self.clip_value)
+            loss = torch.maximum(loss, self._distance(target, old + clipped))
+            clip_fraction = _masked_mean((change != clipped).to(loss.dtype), active)
+        explained_variance = _explained_variance(target, prediction, active)
+        return self.critic_coeff * loss, clip_fraction, explained_variance
+
+    def _distance(self, target: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
+        if self.huber_delta is not None:
+            return F.huber_loss(prediction, target, delta=self.huber_delta, reduction="none")
+        return distance_loss(target, prediction, loss_function=self.loss_critic_type)
+
+    def _active_mask(self, tensordict: TensorDictBase, like: torch.Tensor) -> torch.Tensor | None:
+        """``like``-shaped float mask of the active agents, or ``None`` if all are."""
+        key = self.loss_mask_key
+        mask = None if key is None or key == "auto" else tensordict.get(key, None)
+        if mask is None:
+            return None
+        while mask.ndim < like.ndim:
+            mask = mask.unsqueeze(-1)
+        return mask.expand_as(like).to(like.dtype)
+
+
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    if mask is None:
+        return x.mean()
+    return (x * mask).sum() / mask.sum().clamp_min(1)
+
+
+@torch.no_grad()
+def _explained_variance(
+    target: torch.Tensor, prediction: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """``1 - Var(target - prediction) / Var(target)`` over the active entries."""
+    residual = target - prediction
+
+    def variance(x: torch.Tensor) -> torch.Tensor:
+        mean = _masked_mean(x, mask)
+        return _masked_mean((x - mean) ** 2, mask)
+
+    return 1.0 - variance(residual) / (variance(target) + torch.finfo(target.dtype).eps)
+
+
+class MAPPOValueNorm(PopArtValueNorm):
+    """The original MAPPO ``ValueNorm``: TorchRL's PopArt averages with its variance floor.
+
+    TorchRL's :class:`~torchrl.modules.PopArtValueNorm` floors the variance at
+    its ``epsilon`` (1e-5, a standard deviation of 0.003 on a first batch of
+    near-constant returns); the original code floors it at 1e-2 and uses
+    1e-5 only for the debiasing term. The running averages and their update
+    are TorchRL's, so state dicts are interchangeable.
+
+    Keyword Args:
+        var_floor: the smallest variance used to normalise.
+        **kwargs: forwarded to :class:`~torchrl.modules.PopArtValueNorm`.
+    """
+
+    def __init__(self, *, var_floor: float = 1e-2, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.var_floor = var_floor
+
+    def running_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The debiased running mean and the floored variance."""
+        debias = self.debiasing_term.clamp(min=self.epsilon)
+        mean = self.running_mean / debias
+        var = (self.running_mean_sq / debias - mean.pow(2)).clamp(min=self.var_floor)
+        return mean, var
+
+    def normalize(self, value_target: torch.Tensor) -> torch.Tensor:
+        """``(x - mean) / std`` with the running statistics."""
+        mean, var = self.running_stats()
+        return (value_target - mean) / var.sqrt()
+
+    def denormalize(self, normalised_value: torch.Tensor) -> torch.Tensor:
+        """``x * std + mean``: back to the return scale."""
+        mean, var = self.running_stats()
+        return normalised_value * var.sqrt() + mean
+
+    def scale(self) -> torch.Tensor:
+        """The running standard deviation (floored)."""
+        return self.running_stats()[1].sqrt()
 
 
 def make_value_norm(
-    kind: str, *, beta: float = 0.99999, device: torch.device | str | None = None
+    kind: str, *, beta: float = LossConfig.value_norm_beta, device: torch.device | str | None = None
 ) -> ValueNorm | None:
     """A value normaliser by name, to share between a critic and its loss.
 
@@ -86,18 +178,18 @@ def make_value_norm(
         device: where the statistics live.
 
     Returns:
-        A :class:`~torchrl.modules.PopArtValueNorm`, a
-        :class:`~torchrl.modules.RunningValueNorm`, or ``None`` for ``"none"``.
+        A :class:`MAPPOValueNorm`, a :class:`~torchrl.modules.RunningValueNorm`,
+        or ``None`` for ``"none"``.
 
     Example:
         >>> from mappo_torchrl.objectives import make_value_norm
         >>> type(make_value_norm("popart")).__name__, make_value_norm("none")
-        ('PopArtValueNorm', None)
+        ('MAPPOValueNorm', None)
     """
     if kind == "none":
         return None
     if kind == "popart":
-        return PopArtValueNorm(shape=1, beta=beta, device=device)
+        return MAPPOValueNorm(shape=1, beta=beta, device=device)
     if kind == "running":
         return RunningValueNorm(shape=1, device=device)
     raise ValueError(f"value_norm={kind!r}: must be one of {', '.join(VALUE_NORMS)}")
@@ -108,18 +200,20 @@ def make_loss(
     critic: TensorDictModule,
     keys: GroupKeys,
     *,
-    gamma: float = 0.99,
-    lmbda: float = 0.9,
-    clip_epsilon: float = 0.2,
-    entropy_coeff: float = 1e-4,
-    critic_coeff: float = 1.0,
-    critic_loss: str = "smooth_l1",
-    huber_delta: float = 10.0,
-    clip_value: bool = False,
-    normalize_advantage: bool = True,
+    gamma: float = LossConfig.gamma,
+    lmbda: float = LossConfig.lmbda,
+    clip_epsilon: float = LossConfig.clip_epsilon,
+    entropy_coeff: float = LossConfig.entropy_coeff,
+    entropy_samples: int = LossConfig.entropy_samples,
+    critic_coeff: float = LossConfig.critic_coeff,
+    critic_loss: str = LossConfig.critic_loss,
+    huber_delta: float = LossConfig.huber_delta,
+    clip_value: bool = LossConfig.clip_value,
+    advantage_norm: str = LossConfig.advantage_norm,
     value_norm: ValueNorm | None = None,
     shifted: bool = False,
     shifted_budget: int = 1,
+    normalize_advantage: bool | None = None,
 ) -> MultiAgentPPOLoss:
     """The PPO loss of one agent group, with its :class:`~torchrl.objectives.value.MultiAgentGAE`.
 
@@ -127,31 +221,42 @@ def make_loss(
     a :class:`~torchrl.objectives.value.MultiAgentGAE`) is attached as
     ``loss.value_estimator``; call it on a batch (under ``torch.no_grad()``)
     before the epochs, as the trainer does. Advantages are standardised there,
-    over the whole batch and separately for each agent, not per minibatch.
+    over the whole batch, not per minibatch.
 
     For envs whose agents can become inactive (``keys.agent_mask``), inactive
     agents are left out of the advantage statistics and their policy, value
     and entropy terms are masked out of the loss (MAPPO's death masking; the
     critic side is :func:`~mappo_torchrl.models.make_critic`'s ``death_masking``).
 
+    The defaults are :class:`~mappo_torchrl.config.LossConfig`'s.
+
     Args:
         actor: the group's policy (:func:`~mappo_torchrl.models.make_actor`).
-        critic: the group's value function (:func:`~mappo_torchrl.models.make_critic`).
+        critic: the group's value function (:func:`~mappo_torchrl.models.make_critic`),
+            built with the same ``value_norm``.
         keys: the group's keys (:func:`~mappo_torchrl.envs.group_keys`).
         gamma: discount.
         lmbda: GAE lambda.
         clip_epsilon: PPO ratio clip.
         entropy_coeff: entropy bonus weight; 0 skips the entropy term entirely.
+        entropy_samples: samples of the Monte-Carlo entropy estimate, for
+            distributions without a closed-form entropy (TanhNormal).
         critic_coeff: critic loss weight.
         critic_loss: ``"smooth_l1"``, ``"huber"`` (with ``huber_delta``), ``"l2"`` or ``"l1"``.
         huber_delta: delta of the ``"huber"`` critic loss.
-        clip_value: clip the value loss with radius ``clip_epsilon``.
-        normalize_advantage: standardise advantages per agent over the batch.
+        clip_value: clip the value loss with radius ``clip_epsilon`` around the
+            critic output stored at collection (normalised, with a value norm).
+        advantage_norm: ``"joint"`` (one mean and std over all agents, the
+            original code), ``"per_agent"`` or ``"none"``.
         value_norm: the normaliser shared with the critic, or ``None``.
         shifted: GAE calls the critic once over ``T + shifted_budget`` steps
-            instead of twice over ``T`` (torchrl's ``shifted=True``). Exact as
-            long as a row holds at most ``shifted_budget - 1`` truncations.
-        shifted_budget: extra critic time slots for ``shifted``.
+            instead of twice over ``T`` (torchrl's ``shifted=True``). A batch
+            with more time-limit resets in a row than the budget holds is
+            computed with two passes instead, so the result is always exact.
+        shifted_budget: extra critic time slots for ``shifted``
+            (:func:`~mappo_torchrl.objectives.shifted_budget`).
+        normalize_advantage: deprecated; ``True`` is ``advantage_norm="per_agent"``,
+            ``False`` is ``advantage_norm="none"``.
 
     Example:
         >>> import torch
@@ -169,12 +274,24 @@ def make_loss(
     """
     if critic_loss not in CRITIC_LOSSES:
         raise ValueError(f"critic_loss={critic_loss!r}: must be one of {', '.join(CRITIC_LOSSES)}")
+    if normalize_advantage is not None:
+        warnings.warn(
+            "make_loss(normalize_advantage=...) is deprecated; use advantage_norm="
+            "'per_agent' | 'joint' | 'none'",
+            FutureWarning,
+            stacklevel=2,
+        )
+        advantage_norm = "per_agent" if normalize_advantage else "none"
+    if entropy_samples < 1:
+        raise ValueError(f"entropy_samples={entropy_samples!r}: must be a positive integer")
+    normalized_value = None if value_norm is None else keys.normalized_value
     loss = MultiAgentPPOLoss(
         actor,
         critic,
         clip_epsilon=clip_epsilon,
         entropy_bonus=entropy_coeff > 0,
         entropy_coeff=entropy_coeff,
+        samples_mc_entropy=entropy_samples,
         critic_coeff=critic_coeff,
         loss_critic_type="smooth_l1" if critic_loss == "huber" else critic_loss,
         huber_delta=huber_delta if critic_loss == "huber" else None,
@@ -182,6 +299,7 @@ def make_loss(
         # Standardised once per batch by the value estimator instead.
         normalize_advantage=False,
         value_norm=value_norm,
+        normalized_value_key=normalized_value,
         # Plain modules: no functional parameter swapping on every call.
         functional=False,
     )
@@ -195,11 +313,13 @@ def make_loss(
             gamma=gamma,
             lmbda=lmbda,
             value_network=critic,
-            average_gae=normalize_advantage,
+            advantage_norm=advantage_norm,
             differentiable=False,
             shifted=shifted,
             shifted_budget=shifted_budget,
             agent_mask_key=keys.agent_mask,
+            value_norm=value_norm,
+            normalized_value_key=normalized_value,
         ),
     )
     loss.set_keys(

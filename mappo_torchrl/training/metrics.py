@@ -15,6 +15,7 @@ LOSS_METRICS = (
     "entropy",
     "kl_approx",
     "clip_fraction",
+    "value_clip_fraction",
     "explained_variance",
 )
 

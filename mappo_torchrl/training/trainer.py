@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from mappo_torchrl.config import RunConfig
 from mappo_torchrl.data import make_collector, make_replay_buffer
 from mappo_torchrl.envs import make_env, track_episode_returns
+from mappo_torchrl.objectives.advantage import shifted_budget
 from mappo_torchrl.training.groups import GroupLearner, make_group_learner
 from mappo_torchrl.training.metrics import LOSS_METRICS, mean_episode_return
 from mappo_torchrl.training.seeding import seed_everything, set_threads, threads_during
@@ -115,7 +116,7 @@ class Trainer:
                 optim=config.optim,
                 perf=config.perf,
                 device=self.device,
-                shifted_budget=_shifted_budget(config),
+                shifted_budget=_shifted_budget(config, max(env.batch_size.numel(), 1)),
             )
             for group in env.group_map
         }
@@ -304,10 +305,9 @@ def _progress_returns(metrics: Metrics, groups) -> dict[str, str]:
     return {f"{name}_return": f"{metrics[f'train/{name}/episode_return']:.3f}" for name in groups}
 
 
-def _shifted_budget(config: RunConfig) -> int:
-    """Critic time slots GAE needs beyond T: one per time-limit reset a row can hold."""
-    steps_per_row = config.collector.frames_per_batch // config.env.num_envs
-    return steps_per_row // config.env.max_steps + 1
+def _shifted_budget(config: RunConfig, num_envs: int) -> int:
+    """Critic time slots GAE needs beyond T for the time-limit resets a row can hold."""
+    return shifted_budget(config.collector.frames_per_batch // num_envs, config.env.max_steps)
 
 
 def _tracks_episode_returns(env: EnvBase) -> bool:
