@@ -2,7 +2,10 @@ import importlib.util
 import json
 import os
 import struct
+import subprocess
+import sysconfig
 import time
+from pathlib import Path
 
 import pytest
 from conftest import render_launcher
@@ -27,10 +30,21 @@ TINY = [
 ]  # fmt: skip
 
 
-def _renderer():
+def train_with_video(*args: str, **env: str) -> None:
+    """``mappo train ... --eval.video_interval 2`` through the console script, in a process
+    that can render VMAS (directly or under xvfb-run), or skip where none can."""
     prefix, why_not = render_launcher()
-    if prefix != []:
-        pytest.skip(why_not or "VMAS renders only under xvfb-run here, not in this process")
+    if prefix is None:
+        pytest.skip(why_not)
+    mappo = str(Path(sysconfig.get_path("scripts")) / "mappo")
+    done = subprocess.run(
+        [*prefix, mappo, "train", *args, *TINY, "--eval.video_interval", "2"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true", **env},
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
 
 
 def _event_dirs(root):
@@ -41,10 +55,8 @@ def test_tensorboard_event_files_hold_scalars_hparams_and_video(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2
 
-    _renderer()
     run_dir = tmp_path / "my-run"
-    args = ["train", "--run-dir", str(run_dir), "--logger", "tensorboard", *TINY]
-    assert main([*args, "--eval.video_interval", "2"]) == 0
+    train_with_video("--run-dir", str(run_dir), "--logger", "tensorboard")
     # The run's name is the run directory's: tensorboard/my-run, hparams in a folder under it.
     scalars_dir, hparams_dir = _event_dirs(run_dir / "tensorboard")
     assert scalars_dir == run_dir / "tensorboard" / "my-run"
@@ -106,13 +118,10 @@ def finished_wandb_records(offline):
     raise AssertionError(f"{offline}: no exit record after 60 s")
 
 
-def test_wandb_offline_run_file_holds_name_project_config_and_video(tmp_path, monkeypatch):
-    _renderer()
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.setenv("WANDB_MODE", "offline")
+def test_wandb_offline_run_file_holds_name_project_config_and_video(tmp_path):
     run_dir = tmp_path / "my-run"
-    args = ["train", "--run-dir", str(run_dir), "--logger", "wandb", *TINY]
-    assert main([*args, "--logger.project", "tag-study", "--eval.video_interval", "2"]) == 0
+    args = ["--run-dir", str(run_dir), "--logger", "wandb", "--logger.project", "tag-study"]
+    train_with_video(*args, WANDB_MODE="offline")
     (offline,) = (run_dir / "wandb").glob("offline-run-*")
     records = finished_wandb_records(offline)
     (run,) = [r.run for r in records if r.HasField("run")]
@@ -140,13 +149,15 @@ def test_wandb_offline_run_file_holds_name_project_config_and_video(tmp_path, mo
     assert stored.suffix == ".mp4" and stored.stat().st_size > 0
 
 
-def test_mlflow_file_store_holds_params_metrics_run_name_and_video(tmp_path):
+def test_mlflow_file_store_holds_params_metrics_run_name_and_video(tmp_path, monkeypatch):
     import mlflow
 
-    _renderer()
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # what mappo train sets for itself
+
     run_dir = tmp_path / "my-run"
-    args = ["train", "--run-dir", str(run_dir), "--logger", "mlflow", *TINY]
-    assert main([*args, "--logger.project", "tag-study", "--eval.video_interval", "2"]) == 0
+    train_with_video(
+        "--run-dir", str(run_dir), "--logger", "mlflow", "--logger.project", "tag-study"
+    )
     mlflow.set_tracking_uri((run_dir / "mlruns").as_uri())
     (run,) = mlflow.search_runs(experiment_names=["tag-study"], output_format="list")
     assert run.info.run_name == "my-run"
