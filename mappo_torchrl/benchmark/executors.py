@@ -111,8 +111,8 @@ def cell_job(spec: BenchmarkSpec, cell: Cell, root: str | Path, *, threads: int,
     return CellJob(cell, argv, cell.log(root), threads, action)
 
 
-class _Processes:
-    """The running cells' processes, so that a stop reaches each of them once."""
+class RunningCells:
+    """The processes of the running cells, so that a stop reaches each of them once."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -120,6 +120,7 @@ class _Processes:
         self.stopping = False
 
     def start(self, job: CellJob, log) -> subprocess.Popen | None:
+        """Start ``job``'s process writing to ``log``, unless a stop came first (``None``)."""
         with self.lock:
             if self.stopping:
                 return None
@@ -139,6 +140,7 @@ class _Processes:
             return process
 
     def done(self, process: subprocess.Popen) -> None:
+        """Forget a process that has ended."""
         with self.lock:
             self.running.discard(process)
 
@@ -151,13 +153,13 @@ class _Processes:
                     process.send_signal(signal.SIGINT)
 
 
-def run_job(job: CellJob, processes: _Processes | None = None) -> CellOutcome:
+def run_job(job: CellJob, processes: RunningCells | None = None) -> CellOutcome:
     """Run one cell's process to its end; its output is appended to ``job.log``.
 
     A ``KeyboardInterrupt`` while waiting (Ray's cancel) is passed on to the
     process as SIGINT, and the process is waited for.
     """
-    processes = processes or _Processes()
+    processes = processes or RunningCells()
     job.log.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with job.log.open("a") as log:
@@ -195,7 +197,7 @@ def run_local(
     Raises:
         KeyboardInterrupt: after passing a stop to the running cells and waiting for them.
     """
-    processes = _Processes()
+    processes = RunningCells()
 
     def run(job: CellJob) -> None:
         if processes.stopping:
@@ -220,7 +222,7 @@ def run_local(
             raise
 
 
-def _wait_for_running(pending, processes: _Processes) -> None:
+def _wait_for_running(pending, processes: RunningCells) -> None:
     """Wait for the cells still running; each further Ctrl-C passes on another SIGINT."""
     pending = {f for f in pending if not f.cancelled()}
     while pending:
