@@ -306,6 +306,17 @@ def test_a_rerun_with_other_settings_is_refused(tmp_path, capsys):
     assert "cell navigation/default/seed0 holds a run with collector.total_frames=12000" in err
 
 
+def test_dry_run_prints_each_cell_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "b"
+    grid = ["--scenarios", "navigation", "balance", "--seeds", "0", "--frames", "12000"]
+    assert main(["benchmark", "--out", str(out), *grid, "--workers", "2", "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "2 cells in" in lines[0] and "2 to start; 2 worker(s)" in lines[0]
+    assert lines[1].startswith("start    navigation/default/seed0: python -m mappo_torchrl.cli")
+    assert lines[2].startswith("start    balance/default/seed0: ")
+    assert not out.exists()
+
+
 def test_report_of_a_folder_that_is_not_a_benchmark_fails(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["benchmark", "--report", str(tmp_path)])

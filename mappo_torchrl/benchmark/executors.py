@@ -44,7 +44,8 @@ class CellJob:
     cell: Cell
     """The cell."""
     argv: list[str]
-    """The command (``python -m mappo_torchrl.cli.main train ...``)."""
+    """The arguments of Python (``-m mappo_torchrl.cli.main train ...``): the interpreter is
+    the one running the job, wherever that is (a Ray node may have its own)."""
     log: Path
     """Its log file (appended to)."""
     threads: int
@@ -83,7 +84,7 @@ def threads_per_worker(workers: int, cores: int | None = None) -> int:
 def cell_job(spec: BenchmarkSpec, cell: Cell, root: str | Path, *, threads: int, action: str):
     """The :class:`CellJob` that runs ``cell`` of ``spec`` under ``root`` as ``action`` says."""
     path = cell.path(root)
-    python = [sys.executable, "-m"]
+    python = ["-m"]
     if cell.arm == spec.baseline:
         argv = python + ["mappo_torchrl.benchmark.tutorial", "--run-dir", str(path)]
         argv += ["--scenario", cell.scenario, "--seed", str(cell.seed)]
@@ -119,15 +120,16 @@ class RunningCells:
         self.running: set[subprocess.Popen] = set()
         self.stopping = False
 
-    def start(self, job: CellJob, log) -> subprocess.Popen | None:
-        """Start ``job``'s process writing to ``log``, unless a stop came first (``None``)."""
+    def start(self, job: CellJob, log):
+        """Start ``job``'s process (a ``subprocess.Popen``) writing to ``log``, unless a stop
+        came first (``None``)."""
         with self.lock:
             if self.stopping:
                 return None
             env = {**os.environ, "OMP_NUM_THREADS": str(job.threads)}
             env["MKL_NUM_THREADS"] = str(job.threads)
             process = subprocess.Popen(
-                job.argv,
+                [sys.executable, *job.argv],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -139,7 +141,7 @@ class RunningCells:
             self.running.add(process)
             return process
 
-    def done(self, process: subprocess.Popen) -> None:
+    def done(self, process) -> None:
         """Forget a process that has ended."""
         with self.lock:
             self.running.discard(process)
@@ -165,7 +167,7 @@ def run_job(job: CellJob, processes: RunningCells | None = None) -> CellOutcome:
     with job.log.open("a") as log:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         log.write(f"# {stamp} mappo benchmark: {job.action} {job.cell.label}\n")
-        log.write(f"# {shlex.join(job.argv)}\n")
+        log.write(f"# {shlex.join([sys.executable, *job.argv])}\n")
         log.flush()
         process = processes.start(job, log)
         if process is None:

@@ -259,7 +259,7 @@ def _run_grid(args: argparse.Namespace, spec, root: Path, plan: dict) -> int:
     )
     if args.dry_run:
         for job in jobs:
-            print(f"{job.action:8} {job.cell.label}: {shlex.join(job.argv)}")
+            print(f"{job.action:8} {job.cell.label}: python {shlex.join(job.argv)}")
         return 0
     root.mkdir(parents=True, exist_ok=True)
     (root / SPEC_FILE).write_text(spec.to_json(command_line(spec, args)))
