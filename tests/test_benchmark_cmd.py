@@ -283,6 +283,7 @@ def test_cell_commands_split_threads_and_resume(tmp_path):
         (["--workers", "0"], "--workers=0: must be a positive integer"),
         (["--baseline-set", "gamma=0.99"], "--baseline-set needs --baseline"),
         (["--baseline", "tutorial", "--baseline-set", "gama=1"], "gama='1': not a tutorial"),
+        (["--baseline", "tutorial", "--baseline-set", "seed=1"], "'seed': is set by --seeds"),
     ],
 )
 def test_bad_options_fail_with_one_line(tmp_path, capsys, args, message):

@@ -203,6 +203,11 @@ class BenchmarkSpec:
             raise ConfigError("--baseline", self.baseline, "must be one of " + ", ".join(BASELINES))
         if self.frames <= 0:
             raise ConfigError("--frames", self.frames, "must be a positive integer")
+        for key, axis in (("scenario", "--scenarios"), ("seed", "--seeds")):
+            if key in self.baseline_overrides:
+                raise ConfigError("--baseline-set", key, f"is set by {axis} for every cell")
+        if "total_frames" in self.baseline_overrides:
+            raise ConfigError("--baseline-set", "total_frames", "is set by --frames for every cell")
         first = self.scenarios[0], self.seeds[0]
         for arm in self.arms:
             cell = Cell(*first[:1], arm, first[1])
