@@ -338,10 +338,10 @@ def test_local_workers_run_the_grid_and_write_the_results(tmp_path):
     marl = json.loads((out / "marl_eval.json").read_text())
     assert set(marl["vmas"]) == {"navigation", "balance"}
     assert set(marl["vmas"]["balance"]["tiny"]) == {"seed_0", "seed_1"}
-    # Every cell is an ordinary run: mappo plot draws its seeds.
-    from mappo_torchrl.viz.plot import plot_runs
-
-    plot_runs([out / "balance/tiny/seed0", out / "balance/tiny/seed1"], tmp_path / "c.png")
+    # Every cell is an ordinary run: mappo eval and mappo plot take it.
+    assert main(["eval", str(out / "balance/tiny/seed0"), "--episodes", "2"]) == 0
+    cells = [str(out / "balance/tiny/seed0"), str(out / "balance/tiny/seed1")]
+    assert main(["plot", *cells, "--out", str(tmp_path / "curves.png")]) == 0
     # --report redraws the same results from the cells.
     (out / "results.md").unlink()
     assert main(["benchmark", "--report", str(out)]) == 0
