@@ -175,8 +175,12 @@ def run_job(job: CellJob, processes: RunningCells | None = None) -> CellOutcome:
         try:
             while True:
                 try:
-                    code = process.wait()
+                    # In steps: Ray's cancel raises KeyboardInterrupt between bytecodes,
+                    # which a single blocking wait would never reach.
+                    code = process.wait(timeout=0.5)
                     break
+                except subprocess.TimeoutExpired:
+                    continue
                 except KeyboardInterrupt:
                     process.send_signal(signal.SIGINT)
         finally:
@@ -263,6 +267,7 @@ def run_ray(
         import ray
     except ImportError:
         raise ExecutorUnavailable("--ray needs Ray: pip install 'mappo_torchrl[ray]'") from None
+    sigterm = signal.getsignal(signal.SIGTERM)
     try:
         if address == "local":
             ray.init(
@@ -276,6 +281,8 @@ def run_ray(
     except (ConnectionError, RuntimeError, ValueError) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise ExecutorUnavailable(f"--ray={address!r}: cannot start or join Ray: {first}") from None
+    # Ray's driver ends the process on SIGTERM; the caller's handler passes the stop to the cells.
+    signal.signal(signal.SIGTERM, sigterm)
     try:
         task = ray.remote(run_job).options(num_cpus=cpus, num_gpus=gpus, max_retries=0)
         pending = {}

@@ -382,7 +382,8 @@ def plot_curves(spec: BenchmarkSpec, root: str | Path, out: str | Path) -> Path 
         ax.set_ylabel("episode return")
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
-    axes.flat[0].legend(fontsize=8, title="arm (seeds)", title_fontsize=8)
+    if axes.flat[0].get_legend_handles_labels()[0]:
+        axes.flat[0].legend(fontsize=8, title="arm (seeds)", title_fontsize=8)
     fig.suptitle(f"train episode return: mean and {CONFIDENCE:.0%} bootstrap CI over seeds")
     fig.tight_layout()
     out = Path(out)
