@@ -83,7 +83,9 @@ def snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
     }
 
 
-def assert_grid_results(out: Path, scenarios: list[str], seeds: list[int], arm: str) -> dict:
+def assert_grid_results(
+    out: Path, scenarios: list[str], seeds: list[int], arm: str, frames: int = 120
+) -> dict:
     results = json.loads((out / "results.json").read_text())
     assert results["finished"] == results["cells"] == len(scenarios) * len(seeds)
     assert [(row["scenario"], row["arm"]) for row in results["table"]] == [
@@ -93,7 +95,7 @@ def assert_grid_results(out: Path, scenarios: list[str], seeds: list[int], arm: 
         assert sorted(row["seeds"]) == seeds
         low, high = row["final_return"]["ci95"]
         assert low <= row["final_return"]["mean"] <= high
-        assert row["frames"] == 120
+        assert row["frames"] == frames
     table = (out / "results.md").read_text()
     for scenario in scenarios:
         assert f"| {scenario} | {arm} | {len(seeds)} |" in table
@@ -350,13 +352,35 @@ def test_local_workers_run_the_grid_and_write_the_results(tmp_path):
 
 
 @pytest.mark.skipif(not HAS_RAY, reason="ray is not installed (pip install 'mappo_torchrl[ray]')")
-def test_ray_local_runs_the_grid_and_writes_the_results(tmp_path):
+def test_ray_local_runs_the_grid_stops_it_and_resumes_it(tmp_path):
     out = tmp_path / "bench"
-    grid = ["--scenarios", "navigation", "balance", "--seeds", "0", "1", "--frames", "120"]
-    done = benchmark(*grid, "--ray", "local", "--out", str(out), "--variant", "tiny", *TINY)
+    grid = ["--scenarios", "navigation", "balance", "--seeds", "0", "1", "--frames", "400"]
+    args = [*grid, "--ray", "local", "--out", str(out), "--variant", "tiny", *TINY]
+    args.append("checkpoint.interval=1")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "mappo_torchrl.cli.main", "benchmark", "--no-progress", *args]
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not list(out.glob("*/tiny/seed*/checkpoints/ckpt-*.pt")):
+        assert process.poll() is None, "the benchmark ended before it could be stopped"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)  # a job scheduler's stop: Ray cancels the cells' tasks
+    stdout, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, stdout
+    assert "Ray (local), 1 CPU(s), 0 GPU(s) per cell" in stdout
+    cells = sorted(out.glob("*/tiny/seed*"))
+    stopped = [c for c in cells if status(c) == "interrupted"]  # each saved a checkpoint
+    assert stopped and all(status(c) in ("interrupted", "finished") for c in cells)
+
+    done = benchmark(*args)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "Ray (local), 1 CPU(s), 0 GPU(s) per cell" in done.stdout
-    assert_grid_results(out, ["navigation", "balance"], [0, 1], "tiny")
+    assert f"{len(stopped)} to resume, 0 to restart" in done.stdout
+    assert_grid_results(out, ["navigation", "balance"], [0, 1], "tiny", frames=400)
+    for cell in stopped:
+        with (cell / "metrics.csv").open() as f:
+            iterations = [int(float(row["iteration"])) for row in csv.DictReader(f)]
+        assert iterations == list(range(1, 11))
 
 
 def test_a_stopped_benchmark_reruns_only_the_missing_cells(tmp_path):
