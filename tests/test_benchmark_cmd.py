@@ -283,6 +283,8 @@ def test_cell_commands_split_threads_and_resume(tmp_path):
         (["--scenarios", "navigaton"], "Did you mean 'navigation'?"),
         (["--frames", "10"], "--frames=10: must be at least collector.frames_per_batch (6000)"),
         (["--workers", "0"], "--workers=0: must be a positive integer"),
+        (["--ray", "local", "--workers", "2"], "--workers is for local runs"),
+        (["--cpus-per-cell", "2"], "--cpus-per-cell and --gpus-per-cell go with --ray"),
         (["--baseline-set", "gamma=0.99"], "--baseline-set needs --baseline"),
         (["--baseline", "tutorial", "--baseline-set", "gama=1"], "gama='1': not a tutorial"),
         (["--baseline", "tutorial", "--baseline-set", "seed=1"], "'seed': is set by --seeds"),

@@ -156,6 +156,11 @@ def _spec(args: argparse.Namespace):
 
     if args.workers < 1:
         fail(f"mappo benchmark: error: --workers={args.workers}: must be a positive integer")
+    if args.ray is not None and args.workers != 1:
+        fail(
+            "mappo benchmark: error: --workers is for local runs; with --ray, Ray places the "
+            "cells (size them with --cpus-per-cell)"
+        )
     if args.ray is None and (args.cpus_per_cell != 1.0 or args.gpus_per_cell != 0.0):
         fail("mappo benchmark: error: --cpus-per-cell and --gpus-per-cell go with --ray")
     if args.cpus_per_cell <= 0 or args.gpus_per_cell < 0:
