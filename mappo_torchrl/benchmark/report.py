@@ -310,7 +310,7 @@ def format_markdown(results: dict[str, Any]) -> str:
         f"{results['finished']} of {results['cells']} cells finished.",
         "",
         f"Final return: {defs['final_return']}. Final evaluation: {defs['final_eval']}. "
-        f"Each is the mean over seeds, with a 95% confidence interval ({defs['ci95']}).",
+        f"Each is the mean over seeds with its confidence interval: {defs['ci95']}.",
         "",
         "| scenario | arm | seeds | final return | 95% CI | final eval | 95% CI | frames "
         "| wall time per run (s) |",
