@@ -6,8 +6,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from mappo_torchrl.cli import benchmark, plot, train
 from mappo_torchrl.cli import eval as eval_command
-from mappo_torchrl.cli import plot, train
 from mappo_torchrl.cli.options import OneLineParser
 
 
@@ -33,6 +33,7 @@ def build_parser() -> OneLineParser:
     train.add_parser(subparsers)
     eval_command.add_parser(subparsers)
     plot.add_parser(subparsers)
+    benchmark.add_parser(subparsers)
     scenarios = subparsers.add_parser("scenarios", help="list the VMAS scenario names")
     scenarios.set_defaults(func=_list_scenarios)
     return parser
