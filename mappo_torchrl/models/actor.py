@@ -9,6 +9,8 @@ from torchrl.data import Categorical, OneHot
 from torchrl.envs import EnvBase
 from torchrl.modules import MaskedCategorical, ProbabilisticActor, TanhNormal
 
+from mappo_torchrl.config.checks import check_choice, check_int, check_multi_agent_env
+from mappo_torchrl.config.schema import ACTIVATIONS, MAX_CELLS, MAX_DEPTH
 from mappo_torchrl.envs.groups import GroupKeys, group_keys
 from mappo_torchrl.models.mlp import make_mlp
 
@@ -55,6 +57,10 @@ def make_actor(
         >>> actor(env.reset())["agents", "action"].shape
         torch.Size([2, 3, 2])
     """
+    check_multi_agent_env("env", env, group)
+    check_int("num_cells", num_cells, low=1, high=MAX_CELLS)
+    check_int("depth", depth, low=1, high=MAX_DEPTH)
+    check_choice("activation", activation, ACTIVATIONS)
     keys = group_keys(env, group)
     device = env.device if device is None else device
     action_spec = env.full_action_spec_unbatched[keys.action]
