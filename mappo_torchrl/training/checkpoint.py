@@ -137,7 +137,11 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with tmp.open("wb") as f:
-            torch.save(state, f)
+            try:
+                torch.save(state, f)
+            except RuntimeError:
+                _raise_write_error(f)
+                raise
             f.flush()
             os.fsync(f.fileno())
     except BaseException:  # a full disk, a second Ctrl-C: no half-written file stays
@@ -146,6 +150,17 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
         raise
     os.replace(tmp, path)
     return path
+
+
+def _raise_write_error(f) -> None:
+    """Raise the ``OSError`` behind a failed ``torch.save`` (a full disk, ``ulimit -f``).
+
+    torch's zip writer reports a failed write as "unexpected pos"; one more
+    byte written at the end of the file brings back the system's own reason.
+    """
+    f.seek(0, os.SEEK_END)
+    f.write(b"\0")
+    f.flush()
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

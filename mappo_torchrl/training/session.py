@@ -167,7 +167,10 @@ class TrainingRun:
         the iteration's training metrics."""
         extra: dict[str, Any] = {"elapsed_s": self.elapsed()}
         if metrics is not None:
-            extra["metrics"] = {k: float(v) for k, v in metrics.items()}
+            # As logged: ints stay ints ("4", not "4.0", in metrics.csv).
+            extra["metrics"] = {
+                k: v if isinstance(v, int) else float(v) for k, v in metrics.items()
+            }
         if self.logger is not None:
             extra["logger"] = _plain(self.logger.state_dict())
         return extra
