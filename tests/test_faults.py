@@ -49,6 +49,8 @@ FAULT = [
 #   double:NAME    the same, then once more in the middle of the checkpoint write
 #   gate:FILE      wait until FILE exists, then go on
 #   fsize:BYTES    from here on, files may not grow past BYTES (what `ulimit -f` sets)
+#   fail-log       writing the metrics row raises
+#   fail-eval      the evaluation raises
 HOOKED = r"""
 import hashlib, os, resource, signal, sys, time
 from pathlib import Path
@@ -84,6 +86,8 @@ checkpoint.save_checkpoint = save_checkpoint
 
 real_log = rundir.RunDir.log_metrics
 def log_metrics(self, metrics):
+    if action == "fail-log" and metrics["iteration"] == at:
+        raise RuntimeError("injected logger failure")
     if action == "in-metrics" and metrics["iteration"] == at:
         with (self.path / "metrics.csv").open("a") as f:
             f.write(f"{at},0.12")
@@ -109,6 +113,10 @@ def after_iteration(self, metrics):
 def finish_iteration(self, metrics):
     if self.trainer.iteration == at and action == "before-finish":
         wait("PAUSED")
+    if self.trainer.iteration == at and action == "fail-eval":
+        def fail(evaluation):
+            raise RuntimeError("injected evaluation failure")
+        type(self.evaluation).__call__ = fail
     real_finish(self, metrics)
 session.TrainingRun.after_iteration = after_iteration
 session.TrainingRun.finish_iteration = finish_iteration
@@ -264,6 +272,32 @@ def test_a_second_process_on_a_live_run_is_refused_and_the_first_is_unharmed(
     _assert_checkpoints_kept_their_bytes(run, _saved(seen + out.splitlines()))
     _assert_same_as(run, straight)
     assert run_state(run) == "finished"
+
+
+@pytest.mark.parametrize(
+    ("at", "action", "what"),
+    [
+        (3, "fail-log", "logger"),  # an iteration without a checkpoint due
+        (ITERATIONS, "fail-eval", "evaluation"),  # the final evaluation
+    ],
+)
+def test_a_failing_logger_or_evaluation_keeps_the_training(
+    tmp_path, straight, capsys, at, action, what
+):
+    run = tmp_path / "run"
+    child = _start(at, action, ["train", "--run-dir", str(run), *FAULT])
+    out, err = child.communicate(timeout=300)
+    assert child.returncode == 1, err
+    line = _one_line(err)
+    assert f"iteration {at}: RuntimeError: injected {what} failure" in line
+    assert f"training through ckpt-{at:06d}.pt is saved" in line
+    assert read_status(run)["status"] == "failed"
+    saved = _saved(out.splitlines())
+    _assert_checkpoints_kept_their_bytes(run, saved)
+    assert len(_comparable_rows(run)) == at - 1  # the failed iteration's row is not written
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    _assert_checkpoints_kept_their_bytes(run, saved)
+    _assert_same_as(run, straight)
 
 
 def test_full_disk_fails_in_one_line_and_the_run_resumes(tmp_path, straight, capsys):

@@ -182,6 +182,9 @@ class RunDir:
         self.path = path
         self._columns: list[str] | None = None
         self.lock = RunLock(path)
+        #: Set by :meth:`reopen`: rows of metrics.csv kept, and what was repaired ("" if nothing).
+        self.rows_kept = 0
+        self.repair_note = ""
 
     @classmethod
     def create(cls, path: str | Path, config: RunConfig, *, overwrite: bool = False) -> RunDir:
@@ -254,7 +257,6 @@ class RunDir:
             RunDirError: if a process is training in ``path`` or it cannot be written.
         """
         run = cls(Path(path))
-        run.repair_note = ""
         try:
             if not run.lock.acquire():
                 raise RunDirError(_live_message(run.path, "--resume"))
