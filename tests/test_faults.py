@@ -23,7 +23,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_checkpoint import TINY, _comparable_rows, _files, stopped_run  # noqa: F401
+from test_checkpoint import (  # noqa: F401 - stopped_run is a fixture
+    TINY,
+    _break_by_flipping_bytes,
+    _comparable_rows,
+    _files,
+    stopped_run,
+)
 
 from mappo_torchrl.cli.main import main
 from mappo_torchrl.training.checkpoint import checkpoint_files, load_checkpoint
@@ -177,6 +183,7 @@ def _assert_same_as(run: Path, straight: Path) -> None:
         assert torch.equal(ours["groups"]["agents"]["loss"][name], value), name
 
 
+@pytest.mark.slow  # ten processes started and killed: a minute or more on 2 cores
 def test_ten_kill_9s_at_random_points_then_resume_bit_for_bit(tmp_path, straight, capsys):
     rng = random.Random(10)
     kinds = ["in-checkpoint", "in-metrics", "before-finish", "after-finish", "random"] * 2
@@ -381,3 +388,27 @@ def test_read_only_run_directory_is_one_line_and_untouched(stopped_run, capsys):
         for path in [folder, *paths]:
             path.chmod(0o755 if path.is_dir() else 0o644)
         shutil.rmtree(folder)
+
+
+def test_resume_skips_a_corrupt_newest_checkpoint_and_keeps_it(tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = [*TINY, "--collector.total_frames", "160", "--update_threads", "1"]
+    assert main(["train", "--run-dir", str(run), *argv]) == 0
+    straight_rows = _comparable_rows(run)
+    # As a crash while ckpt-000004.pt was being synced to a failing disk would leave it.
+    (run / "status.json").write_text('{"status": "running"}')
+    newest = run / "checkpoints" / "ckpt-000004.pt"
+    _break_by_flipping_bytes(newest)
+    data = newest.read_bytes()
+    older = (run / "checkpoints" / "ckpt-000002.pt").read_bytes()
+    capsys.readouterr()
+
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    line = _one_line(captured.err)
+    assert line.startswith(f"mappo: skipped checkpoint {str(newest)!r} is truncated or corrupt")
+    assert line.endswith("kept as ckpt-000004.pt.corrupt")
+    assert "from ckpt-000002.pt (iteration 2)" in captured.out
+    assert (run / "checkpoints" / "ckpt-000004.pt.corrupt").read_bytes() == data
+    assert (run / "checkpoints" / "ckpt-000002.pt").read_bytes() == older
+    assert _comparable_rows(run) == straight_rows

@@ -105,7 +105,7 @@ def _not_a_run(path: Path) -> str | None:
 class RunLock:
     """An exclusive OS lock on ``RUN_DIR/.lock``, held until :meth:`release` or process exit.
 
-    Uses :func:`fcntl.flock`: the kernel drops the lock when the process dies
+    Uses ``fcntl.flock``: the kernel drops the lock when the process dies
     (``kill -9`` included), so a lock can never outlive its owner.
     """
 
@@ -251,7 +251,7 @@ class RunDir:
         checkpoint being resumed from) are dropped; the resumed run writes
         them again. Unreadable rows (a crash or a full disk in the middle of a
         write) are dropped too, after a copy of the damaged file is kept as
-        ``metrics.csv.damaged-<time>``; :attr:`repair_note` then says so.
+        ``metrics.csv.damaged-<time>``; ``repair_note`` then says so.
 
         Raises:
             RunDirError: if a process is training in ``path`` or it cannot be written.
