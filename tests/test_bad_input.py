@@ -409,3 +409,24 @@ def test_overwrite_replaces_a_stopped_run(tmp_path, capsys):
     assert main(["train", "--run-dir", str(old.path), "--overwrite", *TINY, "--seed", "7"]) == 0
     assert read_status(old.path)["status"] == "finished"
     assert "seed: 7" in (old.path / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"garbage\x00\xff\xfe\n\x01\x02", b"iteration,frames\n1,40\n2,4", os.urandom(512)],
+    ids=["empty", "garbage", "truncated", "binary"],
+)
+def test_plot_of_a_damaged_metrics_file_is_one_line(tmp_path, capsys, content):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.csv").write_bytes(content)
+    out = tmp_path / "curves.png"
+    if content.startswith(b"iteration,frames\n1,"):  # one sound row: plotted, with a warning
+        assert main(["plot", str(run), "--out", str(out)]) == 0
+        err = capsys.readouterr().err.strip()
+        assert err == f"mappo plot: warning: {run / 'metrics.csv'}: skipped 1 unreadable " + (
+            "line(s) after iteration 1"
+        )
+    else:
+        err = _one_line_exit_2(capsys, ["plot", str(run), "--out", str(out)])
+        assert f"{str(run)!r}: metrics.csv has no iterations yet" in err

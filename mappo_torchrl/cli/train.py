@@ -278,11 +278,13 @@ def _train(run_dir: RunDir, make_session, *, progress: bool) -> int:
         )
         return 128 + stop.signum
     except KeyboardInterrupt:
-        iteration = session.trainer.iteration if session is not None else 0
         with contextlib.suppress(OSError):
-            run_dir.write_status("interrupted", iteration=iteration)
+            run_dir.write_status("interrupted")
+        where = "before training started"
+        if session is not None:
+            where = f"during iteration {session.trainer.iteration + 1}"
         print(
-            f"\nmappo: interrupted during iteration {iteration + 1}; "
+            f"\nmappo: interrupted {where}; "
             f"continue from the last checkpoint with: mappo train --resume {run_dir.path}"
         )
         return 128 + stop.signum

@@ -64,6 +64,9 @@ def load_run(path: str | Path) -> Run:
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise PlotError(f"{str(path / CONFIG_FILE)!r}: not readable YAML ({err})") from None
     _, raw, damaged = parse_metrics(path / METRICS_FILE)
+    if not raw:
+        unreadable = f" ({damaged} unreadable line(s))" if damaged else ""
+        raise PlotError(f"{str(path)!r}: {METRICS_FILE} has no iterations yet{unreadable}")
     if damaged:
         print(
             f"mappo plot: warning: {path / METRICS_FILE}: skipped {damaged} unreadable "
@@ -71,8 +74,6 @@ def load_run(path: str | Path) -> Run:
             file=sys.stderr,
         )
     rows = [{k: float(v) for k, v in row.items()} for row in raw]
-    if not rows:
-        raise PlotError(f"{str(path)!r}: {METRICS_FILE} has no iterations yet")
     return Run(path, config or {}, rows)
 
 
