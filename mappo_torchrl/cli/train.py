@@ -227,13 +227,13 @@ def _finish_pending_iteration(run: TrainingRun, metrics: dict | None) -> None:
     crash in between leaves metrics.csv one row short, which this writes
     (the evaluation plays the same episodes: it is seeded on its own).
     """
-    trainer, rows = run.trainer, run.run_dir.rows_kept
-    if rows >= trainer.iteration:
+    trainer, last = run.trainer, run.run_dir.last_row
+    if last >= trainer.iteration:
         return
-    if metrics is None or rows != trainer.iteration - 1:
+    if metrics is None or last != trainer.iteration - 1:
         print(
-            f"mappo: note: metrics.csv has {rows} of the checkpoint's {trainer.iteration} "
-            "iterations; the missing rows cannot be recreated",
+            f"mappo: note: metrics.csv ends at iteration {last}, the checkpoint at "
+            f"{trainer.iteration}; the rows in between cannot be recreated",
             file=sys.stderr,
         )
         return

@@ -182,8 +182,9 @@ class RunDir:
         self.path = path
         self._columns: list[str] | None = None
         self.lock = RunLock(path)
-        #: Set by :meth:`reopen`: rows of metrics.csv kept, and what was repaired ("" if nothing).
-        self.rows_kept = 0
+        #: Set by :meth:`reopen`: the iteration of the last row of metrics.csv kept (0: none),
+        #: and what was repaired ("" if nothing).
+        self.last_row = 0
         self.repair_note = ""
 
     @classmethod
@@ -275,7 +276,7 @@ class RunDir:
                     run._rewrite(columns, kept)
                 else:
                     file.unlink()
-                run.rows_kept = len(kept)
+                run.last_row = int(float(kept[-1]["iteration"])) if kept else 0
         except OSError as err:
             run.lock.release()
             raise RunDirError(
@@ -358,8 +359,8 @@ def read_metrics(path: str | Path) -> list[dict[str, float]]:
 def parse_metrics(file: str | Path) -> tuple[list[str], list[dict[str, str]], int]:
     """``(columns, rows, damaged)`` of a metrics.csv, reading as far as it is sound.
 
-    A row is kept when it has one number per column and continues the
-    iteration count (1, 2, ...); reading stops at the first row that does not
+    A row is kept when it ends with a newline, has one number per column and
+    an iteration above the row before; reading stops at the first row that does not
     (a truncated, garbled or binary tail), and ``damaged`` counts the lines
     from there on. A damaged header gives no columns and no rows.
     """
@@ -380,7 +381,8 @@ def parse_metrics(file: str | Path) -> tuple[list[str], list[dict[str, str]], in
             numbers = [float(v) for v in values]
         except (csv.Error, ValueError):
             return columns, rows, len(lines) - 1 - number
-        if numbers[columns.index("iteration")] != len(rows) + 1:
+        iteration = numbers[columns.index("iteration")]
+        if rows and not iteration > float(rows[-1]["iteration"]):
             return columns, rows, len(lines) - 1 - number
         rows.append(dict(zip(columns, values, strict=True)))
     return columns, rows, 0
