@@ -11,7 +11,15 @@ from mappo_torchrl.config import RunConfig, flatten, iter_options, to_dict
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line on stderr and exit code 2."""
+    """An ArgumentParser whose errors are one line on stderr and exit code 2.
+
+    Prefixes of long options are not accepted (``allow_abbrev=False``): a
+    misspelled ``--env.num_env`` is an error, never silently another option.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         fail(f"{self.prog}: error: {message}")
