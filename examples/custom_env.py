@@ -102,7 +102,7 @@ class LineWorld(EnvBase):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--frames", type=int, default=200_000, help="total frames")
     parser.add_argument("--smoke", action="store_true", help="tiny budget, for CI")
     args = parser.parse_args()

@@ -24,7 +24,7 @@ from mappo_torchrl.training import finished_episode_returns
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--smoke", action="store_true", help="tiny budget, for CI")
     args = parser.parse_args()
 

@@ -35,7 +35,7 @@ from mappo_torchrl.viz.video import VideoUnavailable, add_renderer, video_format
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--run-dir", help="evaluate this run instead of training one")
     parser.add_argument("--frames", type=int, default=60_000, help="frames to train first")
     parser.add_argument("--episodes", type=int, default=20, help="evaluation episodes")

@@ -24,7 +24,7 @@ from mappo_torchrl.training import Trainer, finished_episode_returns
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--frames", type=int, default=300_000, help="total frames")
     parser.add_argument(
         "--one-group-per-agent", action="store_true", help="no sharing: every agent its own group"

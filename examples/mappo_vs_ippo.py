@@ -28,7 +28,7 @@ def final_return(config: RunConfig) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--scenario", default="balance", help="VMAS scenario")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds")
     parser.add_argument("--frames", type=int, default=300_000, help="frames per run")

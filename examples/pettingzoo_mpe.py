@@ -30,7 +30,7 @@ def make_spread_env(*, seed: int, max_cycles: int = 25) -> PettingZooWrapper:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--frames", type=int, default=150_000)
     parser.add_argument("--critic-input", default="state", choices=["observations", "state"])
     parser.add_argument("--smoke", action="store_true", help="tiny budget, for CI")

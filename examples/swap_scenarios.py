@@ -54,7 +54,7 @@ def train_scenario(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--frames", type=int, default=120_000, help="frames per scenario")
     parser.add_argument("--smoke", action="store_true", help="tiny budget, for CI")
     args = parser.parse_args()

@@ -15,7 +15,7 @@ from mappo_torchrl.training.rundir import RunDir
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--frames", type=int, default=None, help="total frames")
     parser.add_argument("--out", default="runs/train-navigation", help="run directory")
     parser.add_argument("--smoke", action="store_true", help="tiny budget, for CI")

@@ -42,6 +42,10 @@ MODULES = [
     "mappo_torchrl.viz.video",
     "mappo_torchrl.viz.plot",
     "mappo_torchrl.cli.main",
+    "mappo_torchrl.benchmark.grid",
+    "mappo_torchrl.benchmark.executors",
+    "mappo_torchrl.benchmark.report",
+    "mappo_torchrl.benchmark.tutorial",
 ]
 
 

@@ -29,6 +29,7 @@ def test_reopen_drops_rows_after_the_checkpoint_and_continues(tmp_path):
     run = RunDir.create(tmp_path / "run", tiny_config())
     for i in range(1, 6):
         run.log_metrics({"iteration": i, "x": float(i)})
+    run.close()  # the run stops (and lets go of its lock)
     resumed = RunDir.reopen(tmp_path / "run", keep_through=3)
     resumed.log_metrics({"iteration": 4, "x": 40.0})
     assert [(r["iteration"], r["x"]) for r in read_metrics(tmp_path / "run")] == [

@@ -11,9 +11,12 @@ from tensordict.nn import TensorDictSequential
 
 from mappo_torchrl.cli.options import fail
 from mappo_torchrl.config import ConfigError, RunConfig, from_dict
+from mappo_torchrl.config.schema import MAX_NUM_ENVS, check_seed
+from mappo_torchrl.envs import check_scenario
 from mappo_torchrl.training.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
 from mappo_torchrl.training.evaluation import EpisodeResults, Evaluation
 from mappo_torchrl.training.groups import make_group_learner
+from mappo_torchrl.training.rundir import RunDirError, refuse_if_live
 from mappo_torchrl.training.seeding import set_threads
 from mappo_torchrl.training.trainer import make_run_env
 
@@ -42,16 +45,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.episodes <= 0:
-        fail(f"mappo eval: error: --episodes={args.episodes}: must be a positive integer")
+    if not 0 < args.episodes <= MAX_NUM_ENVS:
+        fail(
+            f"mappo eval: error: --episodes={args.episodes}: must be a positive integer, "
+            f"at most {MAX_NUM_ENVS} (one env per episode)"
+        )
     try:
+        if args.seed is not None:
+            check_seed("--seed", args.seed)
         path = _checkpoint_path(Path(args.source))
         state = load_checkpoint(path)
+        if not isinstance(state.get("config"), dict):
+            raise CheckpointError(f"checkpoint {str(path)!r} holds no config")
         config = from_dict(state["config"])
         config = dataclasses.replace(config, device=args.device)
         config.validate()
-    except (CheckpointError, ConfigError) as err:
+        check_scenario(config.env.scenario)
+    except (CheckpointError, ConfigError, RunDirError) as err:
         fail(f"mappo eval: error: {err}")
+    except ValueError as err:  # an unknown scenario
+        fail(f"mappo eval: error: checkpoint {str(path)!r}: {err}")
     if args.video:
         from mappo_torchrl.viz.video import VideoUnavailable, video_format
 
@@ -118,6 +131,8 @@ def _pm(values: torch.Tensor) -> str:
 
 def _checkpoint_path(source: Path) -> Path:
     if source.is_dir():
+        # A live run's newest checkpoint changes under us: name a checkpoint file instead.
+        refuse_if_live(source, "source")
         return latest_checkpoint(source)
     if not source.exists():
         raise CheckpointError(f"{str(source)!r}: no such run directory or checkpoint file")

@@ -36,12 +36,13 @@ def build_parser(*, light: bool = False) -> OneLineParser:
         dest="command", metavar="COMMAND", parser_class=OneLineParser, required=True
     )
     if not light:
+        from mappo_torchrl.cli import benchmark, plot, train
         from mappo_torchrl.cli import eval as eval_command
-        from mappo_torchrl.cli import plot, train
 
         train.add_parser(subparsers)
         eval_command.add_parser(subparsers)
         plot.add_parser(subparsers)
+        benchmark.add_parser(subparsers)
     scenarios.add_parser(subparsers)
     return parser
 

@@ -25,12 +25,19 @@ class OneLineParser(argparse.ArgumentParser):
     - names the sub-command and the closest option when one is unknown;
     - shows help text as plain text (docstrings' ``literal`` markup removed).
 
+    Prefixes of long options are not accepted (``allow_abbrev=False``): a
+    misspelled ``--env.num_env`` is an error, never silently another option.
+
     Example:
         >>> from mappo_torchrl.cli.main import build_parser
         >>> args = build_parser().parse_args(["train", "--run_dir", "x", "loss.gamma=0.99"])
         >>> args.run_dir, vars(args)["cfg:loss.gamma"]
         ('x', '0.99')
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def parse_known_args(self, args=None, namespace=None):
         args = self._canonical(list(sys.argv[1:] if args is None else args))

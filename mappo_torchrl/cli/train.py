@@ -28,10 +28,12 @@ from mappo_torchrl.envs import check_scenario
 from mappo_torchrl.training import Trainer
 from mappo_torchrl.training.checkpoint import (
     CheckpointError,
+    checkpoint_files,
     latest_checkpoint,
     load_checkpoint,
     load_trainer_state,
     load_weights,
+    newest_valid_checkpoint,
 )
 from mappo_torchrl.training.loggers import (
     LoggerUnavailable,
@@ -47,6 +49,7 @@ from mappo_torchrl.training.rundir import (
     default_run_dir,
     read_metrics,
     read_status,
+    refuse_if_live,
 )
 from mappo_torchrl.training.session import StopRequested, TrainingRun
 from mappo_torchrl.training.trainer import make_run_env
@@ -64,7 +67,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "- and _ are alike in option names). "
             "The run directory gets config.yaml, metrics.csv, status.json and checkpoints/; "
             "--resume RUN_DIR continues a stopped run exactly where its last checkpoint left it. "
-            "Ctrl-C stops after the current iteration, with a checkpoint."
+            "Ctrl-C or SIGTERM stops after the current iteration, with a checkpoint (a second "
+            "one stops at once); a run directory is locked while a process trains in it."
         ),
     )
     parser.add_argument(
@@ -85,7 +89,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="where to write the run (default: runs/<scenario>-seed<seed>-<time>)",
     )
     parser.add_argument(
-        "--overwrite", action="store_true", help="replace --run-dir if it already holds a run"
+        "--overwrite",
+        action="store_true",
+        help="replace --run-dir if it holds a stopped run (only a directory mappo wrote as a "
+        "run is ever removed; anything else is refused)",
     )
     parser.add_argument(
         "--resume",
@@ -142,16 +149,33 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     return config
 
 
+def check_env_builds(config: RunConfig) -> None:
+    """Build the run's env once (one vectorised copy) so that scenario options a scenario
+    rejects fail now, before a run directory exists (a one-line ``ValueError``)."""
+    with isolated_rng():  # building a VMAS env seeds streams all VMAS envs share
+        try:
+            make_run_env(config, num_envs=1).close()
+        except (ValueError, TypeError) as err:
+            text = str(err)
+            raise ValueError(
+                f"env.{text}" if text.startswith("scenario_kwargs=") else text
+            ) from None
+
+
 def run(args: argparse.Namespace) -> int:
     """Train as ``args`` say, writing the run directory; return the exit code."""
     if args.resume is not None:
         return resume(args)
+    if args.run_dir is not None and not args.run_dir.strip():
+        fail(f"mappo train: error: --run-dir={args.run_dir!r}: must be a directory path")
     try:
         config = resolve_config(args)
         _check_extras(config)
+        check_env_builds(config)
         init = _init_state(args.init_from)
-        trainer = Trainer(config)
-        if init is not None:
+        trainer = None
+        if init is not None:  # built now, so that networks that do not fit stop here
+            trainer = Trainer(config)
             load_weights(trainer, init, source=f"--init-from={args.init_from!r}")
         run_dir = RunDir.create(
             args.run_dir or default_run_dir(config), config, overwrite=args.overwrite
@@ -164,15 +188,24 @@ def run(args: argparse.Namespace) -> int:
         fail(f"mappo train: error: {err}")
     start = f" from the weights of {args.init_from}" if init is not None else ""
     print(f"mappo: training {config.env.scenario}{start} -> {run_dir.path}")
-    logger = _make_loggers(config, run_dir.path)
-    return _train(TrainingRun(trainer, run_dir, logger=logger), progress=not args.no_progress)
+    return _train(
+        run_dir,
+        lambda: TrainingRun(
+            trainer if trainer is not None else Trainer(config),
+            run_dir,
+            logger=_make_loggers(config, run_dir.path),
+        ),
+        progress=not args.no_progress,
+    )
 
 
 def resume(args: argparse.Namespace) -> int:
     """``mappo train --resume RUN_DIR``: check everything, then continue the run.
 
-    Nothing in RUN_DIR is changed until the checkpoint has loaded into a
-    trainer built from the run's config.
+    Nothing in RUN_DIR is changed until the run is locked and its checkpoint
+    has loaded into a trainer built from the run's config. The newest
+    checkpoint that reads back is used: a damaged newer one is skipped (and
+    kept, renamed ``*.corrupt``), saying so in one line.
     """
     overrides = config_overrides(args)
     if args.logger is not None:
@@ -194,10 +227,12 @@ def resume(args: argparse.Namespace) -> int:
     try:
         if not (path / CONFIG_FILE).is_file():
             raise RunDirError(f"--resume={str(path)!r}: not a run directory (no {CONFIG_FILE})")
+        refuse_if_live(path, "--resume")
         status = read_status(path)
         saved_config = load_config(path / CONFIG_FILE)
         config = apply_overrides(saved_config, overrides)
         config.validate()
+        check_scenario(config.env.scenario)
         if status.get("status") == "finished":
             done = status.get("frames", saved_config.collector.total_frames)
             if config.collector.total_frames <= done:
@@ -207,30 +242,60 @@ def resume(args: argparse.Namespace) -> int:
                     f"--init-from {path})"
                 )
         check_logger_backend(config.logger.backend)
-        checkpoint = latest_checkpoint(path)
-        state = load_checkpoint(checkpoint)
+        checkpoint, state, skipped = newest_valid_checkpoint(path)
         trainer = Trainer(config)
         load_trainer_state(trainer, state, source=f"checkpoint {str(checkpoint)!r}")
+        if trainer.frames >= config.collector.total_frames:
+            raise RunDirError(
+                f"--collector.total_frames={config.collector.total_frames}: must be more "
+                f"than the {trainer.frames} frames of {checkpoint.name}"
+            )
+        run_dir = RunDir.reopen(path, keep_through=trainer.iteration)
     except ConfigError as err:
         fail(f"mappo train: error: --resume: {path / CONFIG_FILE}: {err}")
     except CheckpointError as err:
         fail(f"mappo train: error: --resume: {err}")
     except (ValueError, RunDirError, LoggerUnavailable) as err:
         fail(f"mappo train: error: {err}")
-    if trainer.frames >= config.collector.total_frames:
-        fail(
-            f"mappo train: error: --collector.total_frames={config.collector.total_frames}: "
-            f"must be more than the {trainer.frames} frames of {checkpoint.name}"
-        )
+    for bad, why in skipped:  # renamed, so that a new save cannot replace it
+        kept = bad.with_name(bad.name + ".corrupt")
+        bad.rename(kept)
+        print(f"mappo: skipped {why}; kept as {kept.name}", file=sys.stderr)
+    if run_dir.repair_note:
+        print(f"mappo: repaired {run_dir.repair_note}", file=sys.stderr)
     extra = state.get("extra", {})
-    run_dir = RunDir.reopen(path, keep_through=trainer.iteration)
     if config != saved_config:
         save_config(config, path / CONFIG_FILE)
     run_dir.write_status("running", resumed_from=checkpoint.name)
     print(f"mappo: resuming {path} from {checkpoint.name} (iteration {trainer.iteration})")
-    logger = _make_loggers(config, path, state=extra.get("logger"))
-    session = TrainingRun(trainer, run_dir, logger=logger, elapsed_s=extra.get("elapsed_s", 0.0))
-    return _train(session, progress=not args.no_progress)
+
+    def session() -> TrainingRun:
+        logger = _make_loggers(config, path, state=extra.get("logger"))
+        run = TrainingRun(trainer, run_dir, logger=logger, elapsed_s=extra.get("elapsed_s", 0.0))
+        _finish_pending_iteration(run, extra.get("metrics"))
+        return run
+
+    return _train(run_dir, session, progress=not args.no_progress)
+
+
+def _finish_pending_iteration(run: TrainingRun, metrics: dict | None) -> None:
+    """Log the checkpoint's own iteration if the run stopped before its row was written.
+
+    The checkpoint is saved before the iteration's evaluation and logging; a
+    crash in between leaves metrics.csv one row short, which this writes
+    (the evaluation plays the same episodes: it is seeded on its own).
+    """
+    trainer, last = run.trainer, run.run_dir.last_row
+    if last >= trainer.iteration:
+        return
+    if metrics is None or last != trainer.iteration - 1:
+        print(
+            f"mappo: note: metrics.csv ends at iteration {last}, the checkpoint at "
+            f"{trainer.iteration}; the rows in between cannot be recreated",
+            file=sys.stderr,
+        )
+        return
+    run.finish_iteration(dict(metrics))
 
 
 def _init_state(source: str | None) -> dict | None:
@@ -278,29 +343,47 @@ def _check_extras(config: RunConfig) -> None:
             raise ValueError(f"eval.video_interval={config.eval.video_interval}: {err}") from None
 
 
-def _train(session: TrainingRun, *, progress: bool) -> int:
-    trainer, run_dir = session.trainer, session.run_dir
+def _train(run_dir: RunDir, make_session, *, progress: bool) -> int:
+    """Build the session and train; every ending leaves a status and a resumable checkpoint.
+
+    Returns 0 when finished, 128 + the signal number when stopped by Ctrl-C
+    (130) or SIGTERM (143), and 1 when something failed (one line on stderr).
+    """
+    stop = _StopSignals()
+    session = None
     try:
-        with _ctrl_c_stops(session):
+        with stop.installed():
+            session = make_session()
+            stop.session = session
             session.train(progress=progress)
     except StopRequested:
+        trainer = session.trainer
         run_dir.write_status("interrupted", iteration=trainer.iteration, frames=trainer.frames)
         print(
             f"\nmappo: stopped after iteration {trainer.iteration} ({trainer.frames} frames), "
             f"checkpoint saved; continue with: mappo train --resume {run_dir.path}"
         )
-        return 130
+        return 128 + stop.signum
     except KeyboardInterrupt:
-        run_dir.write_status("interrupted", iteration=trainer.iteration, frames=trainer.frames)
+        with contextlib.suppress(OSError):
+            run_dir.write_status("interrupted")
+        where = "before training started"
+        if session is not None:
+            where = f"during iteration {session.trainer.iteration + 1}"
         print(
-            f"\nmappo: interrupted during iteration {trainer.iteration + 1}; "
+            f"\nmappo: interrupted {where}; "
             f"continue from the last checkpoint with: mappo train --resume {run_dir.path}"
         )
-        return 130
+        return 128 + stop.signum
+    except Exception as err:
+        return _failed(run_dir, session, err)
+    finally:
+        run_dir.close()
+    trainer = session.trainer
     rows = read_metrics(run_dir.path)
     last = rows[-5:]
     groups = list(trainer.groups) if len(trainer.groups) > 1 else []
-    final = _final_returns(last, rows[-1], groups)
+    final = _final_returns(last, rows[-1] if rows else {}, groups)
     wall = session.elapsed()
     run_dir.write_status(
         "finished",
@@ -332,35 +415,63 @@ def _final_returns(last: list[dict], final_row: dict, groups: list[str]) -> dict
     The pooled figures mix the groups' returns; with several groups (a
     competitive env) the per-group figures are the ones that mean something.
     """
+
+    def mean(column: str) -> float:
+        return statistics.fmean(m[column] for m in last) if last else math.nan
+
     out = {
-        "final_episode_return": statistics.fmean(m["train/episode_return"] for m in last),
+        "final_episode_return": mean("train/episode_return"),
         "final_eval_return": final_row.get("eval/episode_return", math.nan),
     }
     if groups:
-        out["final_group_returns"] = {
-            g: statistics.fmean(m[f"train/{g}/episode_return"] for m in last) for g in groups
-        }
+        out["final_group_returns"] = {g: mean(f"train/{g}/episode_return") for g in groups}
         out["final_group_eval_returns"] = {
             g: final_row.get(f"eval/{g}/episode_return", math.nan) for g in groups
         }
     return out
 
 
-@contextlib.contextmanager
-def _ctrl_c_stops(session: TrainingRun) -> Iterator[None]:
-    """First Ctrl-C: stop after this iteration, with a checkpoint. Second: stop now."""
+def _failed(run_dir: RunDir, session: TrainingRun | None, err: Exception) -> int:
+    """Status "failed", then one line: what failed, and what is saved to resume from."""
+    iteration = session.trainer.iteration if session is not None else 0
+    what = f"{type(err).__name__}: {(str(err).strip() or '-').splitlines()[0][:300]}"
+    saved = checkpoint_files(run_dir.path)
+    if saved:
+        keep = f"training through {saved[-1].name} is saved; continue with: "
+        keep += f"mappo train --resume {run_dir.path}"
+    else:
+        keep = "no checkpoint was written yet"
+    with contextlib.suppress(OSError):
+        run_dir.write_status("failed", iteration=iteration, error=what)
+    print(f"mappo train: error: iteration {iteration}: {what}; {keep}", file=sys.stderr)
+    return 1
 
-    def handler(signum, frame):
-        if session.stop_requested:
+
+class _StopSignals:
+    """First Ctrl-C or SIGTERM: stop after this iteration, with a checkpoint. Second: at once."""
+
+    def __init__(self) -> None:
+        self.session: TrainingRun | None = None
+        self.signum = signal.SIGINT
+        self.requested = False
+
+    def handler(self, signum, frame) -> None:
+        self.signum = signum
+        if self.requested or self.session is None:
             raise KeyboardInterrupt
-        session.request_stop()
+        self.requested = True
+        self.session.request_stop()
         print(
-            "\nmappo: stopping after this iteration (Ctrl-C again to stop at once)",
+            f"\nmappo: {signal.Signals(signum).name}: stopping after this iteration "
+            "(Ctrl-C again to stop at once)",
             file=sys.stderr,
         )
 
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        previous = {s: signal.signal(s, self.handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)

@@ -102,13 +102,46 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError("config", str(path), "no such file")
     text = path.read_text()
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        data = json.loads(text) if path.suffix == ".json" else load_yaml(text)
+    except (json.JSONDecodeError, yaml.YAMLError, RecursionError) as err:
         first_line = str(err).splitlines()[0]
         raise ConfigError("config", str(path), f"not valid YAML/JSON ({first_line})") from None
     data = data or {}
     from_dict(data)  # unknown keys and wrong types fail here, naming the option
     return data
+
+
+#: Aliases (``*name``) a YAML config may use. Each one can double the data it
+#: expands to, so a few hundred bytes of nested aliases ("billion laughs") would
+#: otherwise hang whatever walks the result.
+MAX_YAML_ALIASES = 16
+
+
+class _AliasLimitedLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses more than :data:`MAX_YAML_ALIASES` aliases."""
+
+    aliases = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_YAML_ALIASES:
+                raise yaml.YAMLError(
+                    f"more than {MAX_YAML_ALIASES} aliases (*name); refused, as a config "
+                    "needs few and many can expand without bound"
+                )
+        return super().compose_node(parent, index)
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` with at most :data:`MAX_YAML_ALIASES` aliases.
+
+    Example:
+        >>> from mappo_torchrl.config.io import load_yaml
+        >>> load_yaml("a: &x 1\\nb: *x")
+        {'a': 1, 'b': 1}
+    """
+    return yaml.load(text, Loader=_AliasLimitedLoader)  # noqa: S506 - a SafeLoader
 
 
 def load_config(path: str | Path) -> RunConfig:
@@ -220,7 +253,7 @@ def _parse_text(text: str, hint: Any) -> Any:
         except ValueError:
             pass
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text)
     except yaml.YAMLError:
         return text
 

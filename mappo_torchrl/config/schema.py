@@ -26,6 +26,26 @@ class ConfigError(ValueError):
         super().__init__(f"{option}={value!r}: {allowed}")
 
 
+#: Seeds: what numpy, torch and VMAS all accept.
+MAX_SEED = 2**32 - 1
+#: Vectorised envs simulated in one batch (training or evaluation episodes).
+MAX_NUM_ENVS = 2**20
+#: Frames held in memory at once: a collected batch, or the steps of one evaluation.
+MAX_FRAMES_IN_MEMORY = 2**26
+#: Width and depth of a network.
+MAX_CELLS, MAX_DEPTH = 2**16, 64
+
+
+def check_seed(option: str, value: Any) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is an integer seed in ``[0, MAX_SEED]``."""
+    _check(
+        isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SEED,
+        option,
+        value,
+        f"must be an integer in [0, {MAX_SEED}]",
+    )
+
+
 def _check(ok: bool, option: str, value: Any, allowed: str) -> None:
     if not ok:
         raise ConfigError(option, value, allowed)
@@ -67,7 +87,12 @@ class EnvConfig:
             self.scenario,
             "must be a scenario name",
         )
-        _check(self.num_envs > 0, "env.num_envs", self.num_envs, "must be a positive integer")
+        _check(
+            0 < self.num_envs <= MAX_NUM_ENVS,
+            "env.num_envs",
+            self.num_envs,
+            f"must be a positive integer, at most {MAX_NUM_ENVS}",
+        )
         _check(self.max_steps > 0, "env.max_steps", self.max_steps, "must be a positive integer")
         _check(
             isinstance(self.scenario_kwargs, dict),
@@ -75,8 +100,28 @@ class EnvConfig:
             self.scenario_kwargs,
             "must be a mapping of keyword arguments",
         )
+        for name in ENV_OPTIONS:
+            _check(
+                name not in self.scenario_kwargs,
+                "env.scenario_kwargs",
+                self.scenario_kwargs,
+                f"must not set {name!r} (an option of its own: --env.{name} or --{name})",
+            )
         _choice("env.group_map", self.group_map, GROUP_MAPS)
 
+
+#: Env options that have their own config field (or are set by the trainer), so a
+#: scenario keyword argument of the same name would clash.
+ENV_OPTIONS = (
+    "num_envs",
+    "max_steps",
+    "continuous_actions",
+    "device",
+    "seed",
+    "group_map",
+    "scenario",
+    "categorical_actions",
+)
 
 ACTIVATIONS = ("tanh", "relu")
 CRITIC_INPUTS = ("observations", "state", "agent_state")
@@ -126,7 +171,13 @@ class ModelConfig:
         """Raise :class:`ConfigError` on the first value that is not allowed."""
         for name in ("actor_cells", "actor_depth", "critic_cells", "critic_depth"):
             value = getattr(self, name)
-            _check(value > 0, f"model.{name}", value, "must be a positive integer")
+            most = MAX_DEPTH if name.endswith("depth") else MAX_CELLS
+            _check(
+                0 < value <= most,
+                f"model.{name}",
+                value,
+                f"must be a positive integer, at most {most}",
+            )
         _choice("model.activation", self.activation, ACTIVATIONS)
         _choice("model.critic_input", self.critic_input, CRITIC_INPUTS)
         _choice("model.action_dist", self.action_dist, ACTION_DISTS)
@@ -207,10 +258,11 @@ class CollectorConfig:
     def validate(self, num_envs: int) -> None:
         """Raise :class:`ConfigError` on the first value not allowed with ``num_envs`` envs."""
         _check(
-            self.frames_per_batch > 0,
+            0 < self.frames_per_batch <= MAX_FRAMES_IN_MEMORY,
             "collector.frames_per_batch",
             self.frames_per_batch,
-            "must be a positive integer",
+            f"must be a positive integer, at most {MAX_FRAMES_IN_MEMORY} (a batch is held "
+            "in memory)",
         )
         _check(
             self.frames_per_batch % num_envs == 0,
@@ -353,7 +405,13 @@ class EvalConfig:
         _check(
             self.interval >= 0, "eval.interval", self.interval, "must be 0 or a positive integer"
         )
-        _check(self.episodes > 0, "eval.episodes", self.episodes, "must be a positive integer")
+        _check(
+            0 < self.episodes <= MAX_NUM_ENVS,
+            "eval.episodes",
+            self.episodes,
+            f"must be a positive integer, at most {MAX_NUM_ENVS} (one env per episode)",
+        )
+        check_seed("eval.seed", self.seed)
         _check(
             self.video_interval >= 0,
             "eval.video_interval",
@@ -475,6 +533,13 @@ class RunConfig:
         self.collector.validate(self.env.num_envs if num_envs is None else num_envs)
         self.optim.validate(self.collector.frames_per_batch)
         self.eval.validate()
+        _check(
+            self.eval.episodes * self.env.max_steps <= MAX_FRAMES_IN_MEMORY,
+            "eval.episodes",
+            self.eval.episodes,
+            f"times env.max_steps ({self.env.max_steps}) must be at most "
+            f"{MAX_FRAMES_IN_MEMORY} (an evaluation keeps every step in memory)",
+        )
         self.checkpoint.validate()
         self.logger.validate()
         _check(
@@ -489,8 +554,23 @@ class RunConfig:
             self.update_threads,
             "must be 0 (one per available core) or a positive integer",
         )
+        check_seed("seed", self.seed)
+        _check_finite(self)
         _check_device(self.device)
         self.perf.validate(self.device, self.optim.lr_decay)
+
+
+def _check_finite(config: Any, prefix: str = "") -> None:
+    """Every float option must be a finite number (``inf``/``nan`` pass ``> 0`` checks)."""
+    import dataclasses
+    import math
+
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_finite(value, f"{prefix}{f.name}.")
+        elif isinstance(value, float):
+            _check(math.isfinite(value), f"{prefix}{f.name}", value, "must be a finite number")
 
 
 def _check_device(device: str) -> None:

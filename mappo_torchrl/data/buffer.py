@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torchrl.data import LazyTensorStorage, ReplayBuffer, SamplerWithoutReplacement
 
+from mappo_torchrl.config.checks import check_int
+
 
 def make_replay_buffer(
     *,
@@ -28,6 +30,8 @@ def make_replay_buffer(
         >>> rb.sample()["x"].shape
         torch.Size([32])
     """
+    check_int("size", size, low=1)
+    check_int("minibatch_size", minibatch_size, low=1)
     if minibatch_size > size:
         raise ValueError(
             f"minibatch_size={minibatch_size}: must be at most the buffer size ({size})"

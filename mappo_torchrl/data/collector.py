@@ -7,6 +7,8 @@ from tensordict.nn import TensorDictModuleBase
 from torchrl.collectors import Collector
 from torchrl.envs import EnvBase
 
+from mappo_torchrl.config.checks import check_int
+
 
 def make_collector(
     env: EnvBase,
@@ -44,6 +46,16 @@ def make_collector(
         [torch.Size([4, 10]), torch.Size([4, 10])]
         >>> collector.shutdown()
     """
+    if not isinstance(env, EnvBase):
+        raise TypeError(f"env={type(env).__name__}: must be a TorchRL env (EnvBase)")
+    check_int("frames_per_batch", frames_per_batch, low=1)
+    check_int("total_frames", total_frames, low=1)
+    num_envs = max(env.batch_size.numel(), 1)
+    if frames_per_batch % num_envs:
+        raise ValueError(
+            f"frames_per_batch={frames_per_batch}: must be a multiple of the env's batch "
+            f"size ({num_envs} vectorised envs)"
+        )
     device = env.device if device is None else device
     return Collector(
         env,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -9,8 +10,10 @@ import torch
 from torchrl.envs import EnvBase, RewardSum, StepCounter, TransformedEnv
 from torchrl.envs.libs.vmas import VmasEnv
 
+from mappo_torchrl.config.checks import check_int
+from mappo_torchrl.config.schema import MAX_NUM_ENVS, MAX_SEED
 from mappo_torchrl.envs.groups import all_group_keys
-from mappo_torchrl.envs.scenarios import SCENARIO_DEFAULTS, check_scenario
+from mappo_torchrl.envs.scenarios import SCENARIO_DEFAULTS, check_scenario, check_scenario_kwargs
 
 
 def make_env(
@@ -53,7 +56,16 @@ def make_env(
         >>> env.rollout(3)["next", "agents", "episode_reward"].shape
         torch.Size([4, 3, 3, 1])
     """
+    if not isinstance(scenario, str):
+        raise TypeError(f"scenario={scenario!r}: must be a VMAS scenario name (a str)")
     check_scenario(scenario)
+    check_int("num_envs", num_envs, low=1, high=MAX_NUM_ENVS)
+    check_int("max_steps", max_steps, low=1)
+    if seed is not None:
+        check_int("seed", seed, low=0, high=MAX_SEED)
+    if scenario_kwargs is not None and not isinstance(scenario_kwargs, Mapping):
+        raise TypeError(f"scenario_kwargs={scenario_kwargs!r}: must be a mapping or None")
+    check_scenario_kwargs(scenario, scenario_kwargs or {})
     # VMAS clamps actions to their bounds: an unbounded action distribution
     # (model.action_dist=normal) relies on it; a no-op for bounded ones.
     kwargs = {
@@ -61,16 +73,32 @@ def make_env(
         **SCENARIO_DEFAULTS.get(scenario, {}),
         **(scenario_kwargs or {}),
     }
-    base = VmasEnv(
-        scenario=scenario,
-        num_envs=num_envs,
-        continuous_actions=continuous_actions,
-        max_steps=None if truncate_at_max_steps else max_steps,
-        device=device,
-        seed=seed,
-        group_map=group_map,
-        **kwargs,
-    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            base = VmasEnv(
+                scenario=scenario,
+                num_envs=num_envs,
+                continuous_actions=continuous_actions,
+                max_steps=None if truncate_at_max_steps else max_steps,
+                device=device,
+                seed=seed,
+                group_map=group_map,
+                **kwargs,
+            )
+        except (AssertionError, TypeError, ValueError, KeyError, IndexError) as err:
+            why = (str(err).strip() or type(err).__name__).splitlines()[0][:200]
+            raise ValueError(
+                f"scenario_kwargs={dict(scenario_kwargs or {})!r}: scenario {scenario!r} cannot "
+                f"be built with them ({why})"
+            ) from None
+    for warning in caught:  # pass on every warning but the one check_scenario_kwargs covers
+        if "passed but not used by the scenario" in str(warning.message):
+            raise ValueError(
+                f"scenario_kwargs={dict(scenario_kwargs or {})!r}: scenario {scenario!r} "
+                f"does not use them ({warning.message})"
+            )
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     env = track_episode_returns(base)
     if truncate_at_max_steps:
         env.append_transform(StepCounter(max_steps=max_steps))

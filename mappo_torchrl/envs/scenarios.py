@@ -41,3 +41,67 @@ def check_scenario(name: str) -> str:
     raise ValueError(
         f"env.scenario={name!r}: unknown VMAS scenario.{hint} Valid names: {', '.join(names)}"
     )
+
+
+@cache
+def scenario_options(name: str) -> tuple[str, ...]:
+    """The keyword arguments a VMAS scenario reads (``kwargs.pop/get("name", ...)`` in its
+    ``make_world``), found in its source; empty if they cannot be found.
+
+    Example:
+        >>> from mappo_torchrl.envs.scenarios import scenario_options
+        >>> "n_agents" in scenario_options("navigation")
+        True
+    """
+    import ast
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(importlib.util.find_spec("vmas.scenarios").origin).parent
+    found = sorted(root.rglob(f"{name}.py"))
+    if not found:
+        return ()
+    names = set()
+    for node in ast.walk(ast.parse(found[0].read_text())):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("pop", "get")
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == "kwargs"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            names.add(node.args[0].value)
+    return tuple(sorted(names))
+
+
+def check_scenario_kwargs(name: str, kwargs) -> None:
+    """Raise a ``ValueError`` for a keyword argument scenario ``name`` does not read.
+
+    The message suggests the closest option the scenario has. Names are read
+    from the scenario's source (:func:`scenario_options`); where none can be
+    found, building the env is the check (VMAS then warns, and
+    :func:`~mappo_torchrl.envs.make_env` turns that into an error).
+    """
+    from mappo_torchrl.config.schema import ENV_OPTIONS
+
+    for key in kwargs:
+        if not isinstance(key, str):
+            raise TypeError(f"scenario_kwargs={dict(kwargs)!r}: keys must be option names")
+        if key in ENV_OPTIONS:
+            raise ValueError(
+                f"scenario_kwargs={dict(kwargs)!r}: must not set {key!r}, an option of its own"
+            )
+    options = scenario_options(name)
+    if not options:
+        return
+    for key in kwargs:
+        if key not in options:
+            close = difflib.get_close_matches(key, options, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(
+                f"scenario_kwargs={dict(kwargs)!r}: scenario {name!r} has no option {key!r}."
+                f"{hint} Its options: {', '.join(options)}"
+            )

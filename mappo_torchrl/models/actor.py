@@ -9,7 +9,8 @@ from torchrl.data import Categorical, OneHot
 from torchrl.envs import EnvBase
 from torchrl.modules import IndependentNormal, MaskedCategorical, ProbabilisticActor, TanhNormal
 
-from mappo_torchrl.config.schema import ACTION_DISTS, ModelConfig
+from mappo_torchrl.config.checks import check_choice, check_int, check_multi_agent_env
+from mappo_torchrl.config.schema import ACTION_DISTS, ACTIVATIONS, MAX_CELLS, MAX_DEPTH, ModelConfig
 from mappo_torchrl.envs.groups import GroupKeys, group_keys
 from mappo_torchrl.models.mlp import make_mlp
 
@@ -63,8 +64,11 @@ def make_actor(
         >>> actor(env.reset())["agents", "action"].shape
         torch.Size([2, 3, 2])
     """
-    if action_dist not in ACTION_DISTS:
-        raise ValueError(f"action_dist={action_dist!r}: must be one of {', '.join(ACTION_DISTS)}")
+    check_multi_agent_env("env", env, group)
+    check_int("num_cells", num_cells, low=1, high=MAX_CELLS)
+    check_int("depth", depth, low=1, high=MAX_DEPTH)
+    check_choice("activation", activation, ACTIVATIONS)
+    check_choice("action_dist", action_dist, ACTION_DISTS)
     keys = group_keys(env, group)
     device = env.device if device is None else device
     action_spec = env.full_action_spec_unbatched[keys.action]

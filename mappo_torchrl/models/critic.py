@@ -71,6 +71,13 @@ def make_critic(
         >>> critic(env.reset())["agents", "state_value"].shape
         torch.Size([2, 3, 1])
     """
+    from mappo_torchrl.config.checks import check_choice, check_int, check_multi_agent_env
+    from mappo_torchrl.config.schema import ACTIVATIONS, MAX_CELLS, MAX_DEPTH
+
+    check_multi_agent_env("env", env, group)
+    check_int("num_cells", num_cells, low=1, high=MAX_CELLS)
+    check_int("depth", depth, low=1, high=MAX_DEPTH)
+    check_choice("activation", activation, ACTIVATIONS)
     if critic_input not in CRITIC_INPUTS:
         raise ValueError(
             f"critic_input={critic_input!r}: must be one of {', '.join(CRITIC_INPUTS)}"

@@ -272,6 +272,15 @@ def make_loss(
         >>> sorted(k for k in loss(data.reshape(-1)).keys() if k.startswith("loss_"))
         ['loss_critic', 'loss_entropy', 'loss_objective']
     """
+    from mappo_torchrl.config.checks import check_int, check_number
+
+    check_number("gamma", gamma, low=0.0, high=1.0)
+    check_number("lmbda", lmbda, low=0.0, high=1.0)
+    check_number("clip_epsilon", clip_epsilon, low=0.0, open_low=True)
+    check_number("entropy_coeff", entropy_coeff, low=0.0)
+    check_number("critic_coeff", critic_coeff, low=0.0, open_low=True)
+    check_number("huber_delta", huber_delta, low=0.0, open_low=True)
+    check_int("shifted_budget", shifted_budget, low=1)
     if critic_loss not in CRITIC_LOSSES:
         raise ValueError(f"critic_loss={critic_loss!r}: must be one of {', '.join(CRITIC_LOSSES)}")
     if normalize_advantage is not None:

@@ -24,6 +24,7 @@ the old or the new checkpoint, never half of one. They load with
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import zipfile
@@ -148,12 +149,32 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with tmp.open("wb") as f:
+            try:
+                torch.save(state, f)
+            except RuntimeError:
+                _raise_write_error(f)
+                raise
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:  # a full disk, a second Ctrl-C: no half-written file stays
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
     return path
+
+
+def _raise_write_error(f) -> None:
+    """Raise the ``OSError`` behind a failed ``torch.save`` (a full disk, ``ulimit -f``).
+
+    torch's zip writer reports a failed write as "unexpected pos"; one more
+    byte written at the end of the file brings back the system's own reason.
+    """
+    f.seek(0, os.SEEK_END)
+    f.write(b"\0")
+    f.flush()
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -202,6 +223,31 @@ def latest_checkpoint(run_dir: str | Path) -> Path:
             f"{str(run_dir)!r} has no checkpoint (no {CHECKPOINT_DIR}/ckpt-*.pt files)"
         )
     return files[-1]
+
+
+def newest_valid_checkpoint(
+    run_dir: str | Path,
+) -> tuple[Path, dict[str, Any], list[tuple[Path, str]]]:
+    """The newest checkpoint of a run that reads back, its state, and the ones skipped.
+
+    A checkpoint that fails to load (truncated, flipped bytes) is skipped for
+    the next older one; the returned list holds each skipped file and why.
+
+    Raises:
+        CheckpointError: if the run has no checkpoint, or none that loads (the
+            newest one's error).
+    """
+    files = checkpoint_files(run_dir)
+    latest_checkpoint(run_dir)  # raises when there is none
+    skipped: list[tuple[Path, str]] = []
+    first_error = None
+    for path in reversed(files):
+        try:
+            return path, load_checkpoint(path), skipped
+        except CheckpointError as err:
+            first_error = first_error or err
+            skipped.append((path, str(err)))
+    raise first_error
 
 
 class Checkpointer:

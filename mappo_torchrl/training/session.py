@@ -4,14 +4,21 @@
 :meth:`Trainer.train <mappo_torchrl.training.Trainer.train>` as one callback
 that, after every iteration, in this order:
 
-1. evaluates when due (every ``eval.interval`` iterations and after the last),
+1. saves a checkpoint when due, or when a stop was requested (Ctrl-C,
+   SIGTERM), before anything else can fail: the checkpoint also keeps the
+   iteration's training metrics, so a resumed run can finish the steps below;
+2. evaluates when due (every ``eval.interval`` iterations and after the last),
    adding ``eval/*`` metrics, and writes a video every
    ``eval.video_interval`` evaluations;
-2. stamps ``time/elapsed_s`` (wall time of the whole run, across resumes);
-3. logs the metrics (metrics.csv and the TorchRL loggers, which also get
-   the resolved config once at the start and every evaluation video);
-4. saves a checkpoint when due, or when a stop was requested (Ctrl-C), and
-   then stops.
+3. stamps ``time/elapsed_s`` (wall time of the whole run, across resumes);
+4. logs the metrics (metrics.csv and the TorchRL loggers, which also get
+   the resolved config once at the start and every evaluation video), and refreshes the
+   heartbeat in status.json;
+5. stops if a stop was requested.
+
+If step 2 or 4 fails (an evaluation error, a logger that cannot write), the
+iteration's checkpoint is written first if it was not due, so no training is
+lost: the run can be resumed from it.
 
 The trainer's own loop is untouched, and evaluation never moves a random
 stream that training reads (:mod:`mappo_torchrl.training.evaluation`), so a
@@ -21,6 +28,7 @@ as one that never stopped.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -122,9 +130,29 @@ class TrainingRun:
         return self.elapsed_before + time.perf_counter() - self.started
 
     def after_iteration(self, metrics: Metrics) -> None:
-        """Evaluate, log and checkpoint as due.
+        """Checkpoint, evaluate and log as due.
 
         This is the :meth:`Trainer.train <mappo_torchrl.training.Trainer.train>` callback.
+        """
+        trained = dict(metrics)
+        saved = self.checkpointer.due() or self.stop_requested
+        if saved:
+            self.checkpointer.save(**self.checkpoint_extra(trained))
+        try:
+            self.finish_iteration(metrics)
+        except Exception:
+            if not saved:  # keep the training; the error itself is what gets reported
+                with contextlib.suppress(Exception):
+                    self.checkpointer.save(**self.checkpoint_extra(trained))
+            raise
+        if self.stop_requested:
+            raise StopRequested
+
+    def finish_iteration(self, metrics: Metrics) -> None:
+        """Evaluate if due, stamp the wall time, log the row and refresh the heartbeat.
+
+        A resumed run calls it for the checkpoint's own iteration when the
+        run stopped before that iteration's row was logged.
         """
         evaluation = self._evaluation_number()
         if evaluation is not None:
@@ -138,14 +166,19 @@ class TrainingRun:
                 )
         metrics["time/elapsed_s"] = self.elapsed()
         self.metrics_logger(metrics)
-        if self.checkpointer.due() or self.stop_requested:
-            self.checkpointer.save(**self.checkpoint_extra())
-        if self.stop_requested:
-            raise StopRequested
+        self.run_dir.write_status(
+            "running", iteration=self.trainer.iteration, frames=self.trainer.frames
+        )
 
-    def checkpoint_extra(self) -> dict[str, Any]:
-        """What a checkpoint keeps besides the trainer: elapsed time, logger ids."""
+    def checkpoint_extra(self, metrics: Metrics | None = None) -> dict[str, Any]:
+        """What a checkpoint keeps besides the trainer: elapsed time, logger ids, and
+        the iteration's training metrics."""
         extra: dict[str, Any] = {"elapsed_s": self.elapsed()}
+        if metrics is not None:
+            # As logged: ints stay ints ("4", not "4.0", in metrics.csv).
+            extra["metrics"] = {
+                k: v if isinstance(v, int) else float(v) for k, v in metrics.items()
+            }
         if self.metrics_logger.loggers:
             extra["logger"] = _plain(self.metrics_logger.state_dict())
         return extra

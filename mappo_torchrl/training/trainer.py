@@ -13,6 +13,7 @@ from torchrl.envs.utils import MarlGroupMapType
 from tqdm.auto import tqdm
 
 from mappo_torchrl.config import RunConfig
+from mappo_torchrl.config.checks import check_multi_agent_env
 from mappo_torchrl.data import make_collector, make_replay_buffer
 from mappo_torchrl.envs import make_env, track_episode_returns
 from mappo_torchrl.objectives.advantage import shifted_budget
@@ -97,6 +98,10 @@ class Trainer:
     """
 
     def __init__(self, config: RunConfig, *, env: EnvBase | None = None) -> None:
+        if not isinstance(config, RunConfig):
+            raise TypeError(f"config={type(config).__name__}: must be a RunConfig")
+        if env is not None:
+            check_multi_agent_env("env", env)
         config.validate(num_envs=None if env is None else max(env.batch_size.numel(), 1))
         self.config = config
         self.device = torch.device(config.device)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,8 @@ import numpy as np
 import yaml
 
 from mappo_torchrl.config import flatten
-from mappo_torchrl.training.rundir import CONFIG_FILE, METRICS_FILE, read_metrics
+from mappo_torchrl.config.io import load_yaml
+from mappo_torchrl.training.rundir import CONFIG_FILE, METRICS_FILE, parse_metrics
 
 TRAIN_RETURN = "train/episode_return"
 EVAL_RETURN = "eval/episode_return"
@@ -57,12 +59,23 @@ def load_run(path: str | Path) -> Run:
     path = Path(path)
     if not (path / METRICS_FILE).is_file():
         raise PlotError(f"{str(path)!r}: not a run directory (no {METRICS_FILE})")
-    config = (
-        yaml.safe_load((path / CONFIG_FILE).read_text()) if (path / CONFIG_FILE).is_file() else {}
-    )
-    rows = read_metrics(path)
-    if not rows:
-        raise PlotError(f"{str(path)!r}: {METRICS_FILE} has no iterations yet")
+    try:
+        config = (
+            load_yaml((path / CONFIG_FILE).read_text()) if (path / CONFIG_FILE).is_file() else {}
+        )
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise PlotError(f"{str(path / CONFIG_FILE)!r}: not readable YAML ({err})") from None
+    _, raw, damaged = parse_metrics(path / METRICS_FILE)
+    if not raw:
+        unreadable = f" ({damaged} unreadable line(s))" if damaged else ""
+        raise PlotError(f"{str(path)!r}: {METRICS_FILE} has no iterations yet{unreadable}")
+    if damaged:
+        print(
+            f"mappo plot: warning: {path / METRICS_FILE}: skipped {damaged} unreadable "
+            f"line(s) after iteration {len(raw)}",
+            file=sys.stderr,
+        )
+    rows = [{k: float(v) for k, v in row.items()} for row in raw]
     return Run(path, config or {}, rows)
 
 
