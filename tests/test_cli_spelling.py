@@ -41,7 +41,7 @@ def test_every_option_takes_hyphens_and_underscores_alike():
     parser = build_parser()
     checked = 0
     for command, _, action, option in _long_options(parser):
-        takes_value = action.nargs is None and not isinstance(action, argparse_no_value_actions())
+        takes_value = not isinstance(action, argparse_no_value_actions())
         positional = ["x"] if command == "eval" else ["x"] if command == "plot" else []
         for spelling in (
             option,
@@ -49,6 +49,7 @@ def test_every_option_takes_hyphens_and_underscores_alike():
             "--" + option[2:].replace("-", "_"),
         ):
             value = [str(next(iter(action.choices or ["1"])))] if takes_value else []
+            value *= action.nargs if isinstance(action.nargs, int) else 1
             args = [command, spelling, *value, *positional]
             parsed = vars(parser.parse_args(args))
             assert parsed[action.dest] not in (None, False), (command, spelling)
@@ -161,3 +162,12 @@ def test_shipped_catalogue_matches_what_vmas_builds(name):
     assert shipped["vmas"] == vmas_version()
     assert set(scenario_catalog()) == set(vmas_scenarios())
     assert scenario_catalog()[name] == describe_scenario(name)
+
+
+def test_key_value_words_are_values_where_an_option_takes_several():
+    """``mappo benchmark --variant NAME key=value`` keeps its words; only train reads overrides."""
+    args = build_parser().parse_args(
+        ["benchmark", "--scenarios", "navigation", "balance", "--variant", "g", "loss.gamma=0.99"]
+    )
+    assert args.variant == [["g", "loss.gamma=0.99"]]
+    assert args.scenarios == ["navigation", "balance"]

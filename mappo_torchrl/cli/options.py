@@ -66,25 +66,33 @@ class OneLineParser(argparse.ArgumentParser):
 
     def _canonical(self, args: list[str]) -> list[str]:
         options = self._options()
+        # key=value words are config overrides only where config options exist (mappo
+        # train); elsewhere (mappo benchmark --variant NAME key=value) they are values.
+        overrides = any(a.dest.startswith("cfg:") for a in self._actions)
         out: list[str] = []
-        takes_value = False
+        takes_value = False  # the next word is the value of the option before it
+        values = False  # the words up to the next option are values (nargs="+" or "*")
         for i, arg in enumerate(args):
             if arg == "--" or self._subparsers_action_for(arg):
                 return [*out, *args[i:]]  # the rest belongs to a sub-command (or is positional)
-            if takes_value:
+            if takes_value or (values and not arg.startswith("-")):
                 out.append(arg)
                 takes_value = False
                 continue
+            values = False
             if arg.startswith("--"):
                 name, eq, value = arg.partition("=")
                 name = options.get("--" + name[2:].replace("-", "_"), name)
                 out.append(name + eq + value)
                 action = self._option_string_actions.get(name)
-                takes_value = not eq and action is not None and action.nargs is None
-                takes_value = takes_value and not isinstance(action, _NO_VALUE)
+                if action is not None and not eq and not isinstance(action, _NO_VALUE):
+                    takes_value = action.nargs is None
+                    values = action.nargs in ("+", "*", argparse.REMAINDER) or (
+                        isinstance(action.nargs, int) and action.nargs > 0
+                    )
                 continue
             key, eq, value = arg.partition("=")
-            if eq and _KEY.fullmatch(key):
+            if overrides and eq and _KEY.fullmatch(key):
                 name = options.get("--" + key.replace("-", "_"))
                 if name is None:
                     self.error(

@@ -245,10 +245,10 @@ def resume(args: argparse.Namespace) -> int:
         checkpoint, state, skipped = newest_valid_checkpoint(path)
         trainer = Trainer(config)
         load_trainer_state(trainer, state, source=f"checkpoint {str(checkpoint)!r}")
-        if trainer.frames >= config.collector.total_frames:
+        if trainer.frames > config.collector.total_frames:
             raise RunDirError(
-                f"--collector.total_frames={config.collector.total_frames}: must be more "
-                f"than the {trainer.frames} frames of {checkpoint.name}"
+                f"--collector.total_frames={config.collector.total_frames}: must be at least "
+                f"the {trainer.frames} frames of {checkpoint.name}"
             )
         run_dir = RunDir.reopen(path, keep_through=trainer.iteration)
     except ConfigError as err:
