@@ -80,6 +80,7 @@ class EnvConfig:
 
 ACTIVATIONS = ("tanh", "relu")
 CRITIC_INPUTS = ("observations", "state", "agent_state")
+RECURRENT = ("none", "gru", "lstm")
 
 
 @dataclass
@@ -112,14 +113,37 @@ class ModelConfig:
     orthogonal_init: bool = False
     """Orthogonal weight init with gains (hidden: activation gain, policy head 0.01,
     value head 1)."""
+    recurrent: str = "none"
+    """Recurrent networks (rMAPPO): none (feed-forward), gru or lstm. The recurrent layer sits
+    between the hidden layers and the output head, keeps one state per agent and is trained on
+    chunks of optim.chunk_length steps."""
+    rnn_hidden: int = 64
+    """Hidden size of the recurrent layer."""
+    rnn_layers: int = 1
+    """Number of stacked recurrent layers."""
+    recurrent_critic: bool = True
+    """With a recurrent model, make the critic recurrent too (false: only the actor is)."""
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` on the first value that is not allowed."""
-        for name in ("actor_cells", "actor_depth", "critic_cells", "critic_depth"):
+        for name in (
+            "actor_cells",
+            "actor_depth",
+            "critic_cells",
+            "critic_depth",
+            "rnn_hidden",
+            "rnn_layers",
+        ):
             value = getattr(self, name)
             _check(value > 0, f"model.{name}", value, "must be a positive integer")
         _choice("model.activation", self.activation, ACTIVATIONS)
         _choice("model.critic_input", self.critic_input, CRITIC_INPUTS)
+        _choice("model.recurrent", self.recurrent, RECURRENT)
+
+    @property
+    def is_recurrent(self) -> bool:
+        """Whether the actor (and possibly the critic) is recurrent."""
+        return self.recurrent != "none"
 
 
 CRITIC_LOSSES = ("smooth_l1", "huber", "l2", "l1")
@@ -229,6 +253,10 @@ class OptimConfig:
     """Gradient-norm clip, applied to the actor and to the critic separately."""
     lr_decay: bool = False
     """Decay both learning rates linearly to zero over the run."""
+    chunk_length: int = 10
+    """Recurrent models only: length of the sequences (per env, all agents together) that
+    backpropagation through time runs over; each starts from the hidden state stored at
+    collection. A minibatch holds minibatch_size // chunk_length chunks."""
 
     def validate(self, frames_per_batch: int) -> None:
         """Raise :class:`ConfigError` on the first value not allowed with that batch size."""
@@ -270,6 +298,46 @@ class OptimConfig:
             return frames_per_batch // self.num_minibatches
         return self.minibatch_size
 
+    def chunks_per_minibatch(self, frames_per_batch: int) -> int:
+        """Recurrent models: whole chunks per minibatch (num_minibatches or minibatch_size)."""
+        chunks = frames_per_batch // self.chunk_length
+        if self.num_minibatches > 0:
+            return chunks // self.num_minibatches
+        return self.minibatch_size // self.chunk_length
+
+    def validate_chunks(self, frames_per_batch: int, num_envs: int) -> None:
+        """Raise :class:`ConfigError` if a recurrent model cannot cut the batch into chunks."""
+        steps = frames_per_batch // num_envs
+        _check(
+            self.chunk_length > 0,
+            "optim.chunk_length",
+            self.chunk_length,
+            "must be a positive integer",
+        )
+        _check(
+            steps % self.chunk_length == 0,
+            "optim.chunk_length",
+            self.chunk_length,
+            f"must divide the steps each env collects per batch ({steps} = "
+            "collector.frames_per_batch / env.num_envs)",
+        )
+        if self.num_minibatches > 0:
+            chunks = frames_per_batch // self.chunk_length
+            _check(
+                self.num_minibatches <= chunks,
+                "optim.num_minibatches",
+                self.num_minibatches,
+                f"must be at most the number of chunks per batch ({chunks}) with a recurrent model",
+            )
+        else:
+            _check(
+                self.minibatch_size >= self.chunk_length,
+                "optim.minibatch_size",
+                self.minibatch_size,
+                f"must be at least optim.chunk_length ({self.chunk_length}) with a recurrent "
+                "model (a minibatch holds whole chunks)",
+            )
+
 
 @dataclass
 class PerfConfig:
@@ -290,8 +358,18 @@ class PerfConfig:
     cudagraph_policy: bool = False
     """Capture the collector's policy as a CUDA graph (CUDA only)."""
 
-    def validate(self, device: str, lr_decay: bool) -> None:
-        """Raise :class:`ConfigError` on a switch that ``device`` or ``lr_decay`` rules out."""
+    def validate(self, device: str, lr_decay: bool, recurrent: bool = False) -> None:
+        """Raise :class:`ConfigError` on a switch that ``device``, ``lr_decay`` or a recurrent
+        model rules out."""
+        if recurrent:
+            for name, why in RECURRENT_REFUSED.items():
+                value = getattr(self, name)
+                _check(
+                    not value,
+                    f"perf.{name}",
+                    value,
+                    f"cannot be used with a recurrent model ({why})",
+                )
         on_cuda = device.startswith("cuda")
         for name in ("cudagraph_update", "cudagraph_policy"):
             value = getattr(self, name)
@@ -303,6 +381,15 @@ class PerfConfig:
             "cannot be combined with optim.lr_decay (a captured graph keeps its learning rate)",
         )
 
+
+#: Speed switches a recurrent model refuses, and why.
+RECURRENT_REFUSED = {
+    "shifted_gae": "its critic values come from the hidden states stored at collection",
+    "compile_update": "chunks with episode resets have data-dependent shapes",
+    "cudagraph_update": "chunks with episode resets have data-dependent shapes",
+    "compile_policy": "the recurrent step checks for episode starts on the host",
+    "cudagraph_policy": "the recurrent step checks for episode starts on the host",
+}
 
 LOGGERS = ("csv", "tensorboard", "wandb", "mlflow")
 
@@ -446,7 +533,11 @@ class RunConfig:
             "must be 0 (one per available core) or a positive integer",
         )
         _check_device(self.device)
-        self.perf.validate(self.device, self.optim.lr_decay)
+        if self.model.is_recurrent:
+            self.optim.validate_chunks(
+                self.collector.frames_per_batch, self.env.num_envs if num_envs is None else num_envs
+            )
+        self.perf.validate(self.device, self.optim.lr_decay, self.model.is_recurrent)
 
 
 def _check_device(device: str) -> None:

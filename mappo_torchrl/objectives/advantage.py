@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase
 from tensordict.utils import NestedKey
 from torchrl.objectives.value import MultiAgentGAE
 
@@ -23,17 +24,42 @@ class ActiveAgentGAE(MultiAgentGAE):
     without it when one is, so ``shifted=True`` would change the advantages
     slightly; here one formula serves every case, and ``shifted`` is exact.
 
+    A recurrent critic (``recurrent_critic``, with ``value_network=None``) is
+    not called by TorchRL: its values are those it wrote during collection,
+    from the hidden states it carried then (as the original rMAPPO stores
+    ``value_preds``), and each next value is one step of it from the stored
+    next hidden state, so truncated episodes bootstrap with the right memory.
+
     Keyword Args:
         agent_mask_key: the ``[*B, T, n_agents]`` "agent is active" entry, or ``None``.
+        recurrent_critic: a recurrent critic that ran during collection, or ``None``.
         **kwargs: forwarded to :class:`~torchrl.objectives.value.MultiAgentGAE`.
     """
 
-    def __init__(self, *, agent_mask_key: NestedKey | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        *,
+        agent_mask_key: NestedKey | None = None,
+        recurrent_critic: TensorDictModuleBase | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.agent_mask_key = agent_mask_key
+        # A plain attribute list, not a submodule: the loss already owns the critic.
+        self._recurrent_critic = [] if recurrent_critic is None else [recurrent_critic]
 
     def forward(self, tensordict: TensorDictBase, **kwargs) -> TensorDictBase:
         """Write advantages and value targets, standardised over active agents only."""
+        if self._recurrent_critic:
+            critic = self._recurrent_critic[0]
+            value_key = self.tensor_keys.value
+            if value_key not in tensordict.keys(True, True):
+                raise KeyError(
+                    f"{value_key}: a recurrent critic's values are stored at collection; "
+                    "run it in the collector's policy"
+                )
+            step = tensordict.get("next").select(*critic.in_keys, strict=False)
+            tensordict.set(("next", *_tuple(value_key)), critic(step).get(value_key))
         standardize = self.average_gae
         self.average_gae = False
         try:
@@ -49,3 +75,7 @@ class ActiveAgentGAE(MultiAgentGAE):
                     valid = valid & self._expand_to_match(mask, valid)
             tensordict.set(self.tensor_keys.advantage, self._normalize_advantage(advantage, valid))
         return tensordict
+
+
+def _tuple(key: NestedKey) -> tuple[str, ...]:
+    return (key,) if isinstance(key, str) else tuple(key)

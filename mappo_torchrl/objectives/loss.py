@@ -120,6 +120,7 @@ def make_loss(
     value_norm: ValueNorm | None = None,
     shifted: bool = False,
     shifted_budget: int = 1,
+    recurrent_critic: bool = False,
 ) -> MultiAgentPPOLoss:
     """The PPO loss of one agent group, with its :class:`~torchrl.objectives.value.MultiAgentGAE`.
 
@@ -152,6 +153,9 @@ def make_loss(
             instead of twice over ``T`` (torchrl's ``shifted=True``). Exact as
             long as a row holds at most ``shifted_budget - 1`` truncations.
         shifted_budget: extra critic time slots for ``shifted``.
+        recurrent_critic: the critic is recurrent and runs in the collector's
+            policy: GAE uses the values it stored there (see
+            :class:`~mappo_torchrl.objectives.ActiveAgentGAE`).
 
     Example:
         >>> import torch
@@ -194,7 +198,8 @@ def make_loss(
         ActiveAgentGAE(
             gamma=gamma,
             lmbda=lmbda,
-            value_network=critic,
+            value_network=None if recurrent_critic else critic,
+            recurrent_critic=critic if recurrent_critic else None,
             average_gae=normalize_advantage,
             differentiable=False,
             shifted=shifted,

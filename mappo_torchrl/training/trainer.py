@@ -10,11 +10,14 @@ from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictSequential
 from torchrl.envs import EnvBase
 from torchrl.envs.utils import MarlGroupMapType
+from torchrl.modules import set_recurrent_mode
 from tqdm.auto import tqdm
 
 from mappo_torchrl.config import RunConfig
 from mappo_torchrl.data import make_collector, make_replay_buffer
 from mappo_torchrl.envs import make_env, track_episode_returns
+from mappo_torchrl.models import add_recurrent_state
+from mappo_torchrl.models.recurrent import recurrent_layers
 from mappo_torchrl.training.groups import GroupLearner, make_group_learner
 from mappo_torchrl.training.metrics import LOSS_METRICS, mean_episode_return
 from mappo_torchrl.training.seeding import seed_everything, set_threads, threads_during
@@ -105,7 +108,6 @@ class Trainer:
             env = make_run_env(config)
         elif not _tracks_episode_returns(env):
             env = track_episode_returns(env)
-        self.env = env
         self.groups: dict[str, GroupLearner] = {
             group: make_group_learner(
                 env,
@@ -120,9 +122,17 @@ class Trainer:
             for group in env.group_map
         }
         self.policy = TensorDictSequential(*(g.actor for g in self.groups.values()))
+        self.recurrent = config.model.is_recurrent
+        collect_policy = self.policy
+        recurrent_critics = [g.critic for g in self.groups.values() if recurrent_layers(g.critic)]
+        if recurrent_critics:
+            # Recurrent critics step along during collection, so that their hidden
+            # states are stored with the data (the original's rnn_states_critic).
+            collect_policy = TensorDictSequential(self.policy, *recurrent_critics)
+        self.env = env = add_recurrent_state(env, collect_policy)
         self.collector = make_collector(
             env,
-            self.policy,
+            collect_policy,
             frames_per_batch=config.collector.frames_per_batch,
             total_frames=config.collector.total_frames,
             device=self.device,
@@ -130,12 +140,18 @@ class Trainer:
             cudagraph_policy=config.perf.cudagraph_policy,
         )
         frames = config.collector.frames_per_batch
-        self.minibatch_size = config.optim.resolved_minibatch_size(frames)
-        self.steps_per_epoch = frames // self.minibatch_size
+        # A recurrent model's samples are chunks of chunk_length steps of one env.
+        self.chunk_length = config.optim.chunk_length if self.recurrent else 1
+        samples = frames // self.chunk_length
+        if self.recurrent:
+            self.minibatch_size = config.optim.chunks_per_minibatch(frames)
+        else:
+            self.minibatch_size = config.optim.resolved_minibatch_size(frames)
+        self.steps_per_epoch = samples // self.minibatch_size
         # The buffer hands out one epoch at a time (one permutation, the ragged
         # tail dropped); the epoch is then split into fixed-size minibatches.
         self.buffer = make_replay_buffer(
-            size=frames,
+            size=samples,
             minibatch_size=self.steps_per_epoch * self.minibatch_size,
             device=self.device,
         )
@@ -210,20 +226,38 @@ class Trainer:
         groups = list(self.groups.values())
         episode_return = mean_episode_return(batch, [g.keys for g in groups])
         with torch.no_grad():
+            # Over whole trajectories; a recurrent critic runs step by step from
+            # the hidden states stored at collection.
             for group in groups:
                 group.loss.value_estimator(batch)
         self.buffer.empty()
-        self.buffer.extend(batch.reshape(-1))
+        self.buffer.extend(self.samples(batch))
         stats = []
         for _ in range(self.config.optim.num_epochs):
             # Drawn at once, these are the same minibatches as sampling them one
             # by one without replacement, without a buffer call per step.
             epoch = self.buffer.sample()
             for minibatch in epoch.split(self.minibatch_size):
-                stats.append(self.update_step(minibatch))
+                # Recurrent layers run over each chunk (time is its last dim).
+                with set_recurrent_mode(self.recurrent):
+                    stats.append(self.update_step(minibatch))
         for scheduler in self.schedulers:
             scheduler.step()
         return self._summarise(episode_return, stats)
+
+    def samples(self, batch: TensorDictBase) -> TensorDictBase:
+        """The batch as the buffer stores it: single steps, or chunks for a recurrent model.
+
+        A ``[num_envs, T]`` batch becomes ``num_envs * T`` steps, or
+        ``num_envs * T / chunk_length`` chunks ``[chunk_length]`` of consecutive
+        steps of one env (all its agents together). A chunk's first step carries
+        the hidden states stored at collection, which its sequence starts from.
+        """
+        if not self.recurrent:
+            return batch.reshape(-1)
+        envs, steps = batch.batch_size
+        chunks = steps // self.chunk_length
+        return batch.reshape(envs * chunks, self.chunk_length)
 
     def _update_step_eager(self, minibatch: TensorDictBase) -> TensorDict:
         """Loss, backward, clipping and an Adam step for every group; detached stats.
