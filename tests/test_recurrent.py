@@ -70,7 +70,7 @@ def test_hidden_state_is_zero_exactly_at_each_envs_episode_starts(picking):
         zero = (hidden == 0).flatten(2).all(-1)
         assert torch.equal(zero, is_init), key
         # Elsewhere it is the previous step's output, carried over.
-        carried = batch["next", *key][:, :-1]
+        carried = batch[("next", *key)][:, :-1]
         later = ~is_init[:, 1:]
         assert torch.equal(hidden[:, 1:][later], carried[later]), key
 
@@ -256,7 +256,7 @@ def test_evaluation_carries_the_hidden_state_across_the_episode():
         rollout = env.rollout(6, actor)
     hidden = rollout[HIDDEN]
     assert (hidden[:, 0] == 0).all() and (hidden[:, 1:] != 0).any(-1).all()
-    torch.testing.assert_close(hidden[:, 1:], rollout["next", *HIDDEN][:, :-1])
+    torch.testing.assert_close(hidden[:, 1:], rollout[("next", *HIDDEN)][:, :-1])
 
 
 def test_critic_reads_a_global_state_through_its_recurrent_layer():

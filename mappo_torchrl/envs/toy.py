@@ -182,11 +182,9 @@ class CueMemoryEnv(EnvBase):
 
     Example:
         >>> env = CueMemoryEnv(num_envs=2, n_agents=2, n_cues=3, delay=2)
-        >>> data = env.rollout(3)
-        >>> data["agents", "observation"][0, :, 0]  # cue, blank, answer flag
+        >>> env.reset()["agents", "observation"][0]  # each agent's cue, then the answer flag
         tensor([[0., 0., 1., 0.],
-                [0., 0., 0., 0.],
-                [0., 0., 0., 1.]])
+                [0., 1., 0., 0.]])
     """
 
     def __init__(
