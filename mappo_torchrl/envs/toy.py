@@ -184,7 +184,7 @@ class CueMemoryEnv(EnvBase):
         >>> env = CueMemoryEnv(num_envs=2, n_agents=2, n_cues=3, delay=2)
         >>> env.reset()["agents", "observation"][0]  # each agent's cue, then the answer flag
         tensor([[0., 0., 1., 0.],
-                [0., 1., 0., 0.]])
+                [1., 0., 0., 0.]])
     """
 
     def __init__(
