@@ -58,6 +58,9 @@ class EnvConfig:
     group_map: str = "by_name"
     """How agents form groups (one actor, critic and loss each): by_name (VMAS groups agents
     by name prefix), all_in_one_group or one_group_per_agent."""
+    goal_visible_steps: int = 0
+    """Navigation only: a partially observable variant where each agent sees its goal only in
+    the first this many steps of an episode (0: always; see mappo_torchrl.envs.partial)."""
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` on the first value that is not allowed."""
@@ -76,6 +79,18 @@ class EnvConfig:
             "must be a mapping of keyword arguments",
         )
         _choice("env.group_map", self.group_map, GROUP_MAPS)
+        _check(
+            self.goal_visible_steps >= 0,
+            "env.goal_visible_steps",
+            self.goal_visible_steps,
+            "must be 0 (always visible) or a positive integer",
+        )
+        _check(
+            self.goal_visible_steps == 0 or self.scenario == "navigation",
+            "env.goal_visible_steps",
+            self.goal_visible_steps,
+            f"only the navigation scenario can hide its goal (env.scenario={self.scenario!r})",
+        )
 
 
 ACTIVATIONS = ("tanh", "relu")

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from mappo_torchrl.config import RunConfig
 from mappo_torchrl.data import make_collector, make_replay_buffer
 from mappo_torchrl.envs import make_env, track_episode_returns
+from mappo_torchrl.envs.partial import hide_goal_after
 from mappo_torchrl.models import add_recurrent_state
 from mappo_torchrl.models.recurrent import recurrent_layers
 from mappo_torchrl.training.groups import GroupLearner, make_group_learner
@@ -44,7 +45,7 @@ def make_run_env(
         num_envs: vectorised envs; ``config.env.num_envs`` if ``None`` (evaluation
             envs run one episode per env).
     """
-    return make_env(
+    env = make_env(
         config.env.scenario,
         num_envs=config.env.num_envs if num_envs is None else num_envs,
         max_steps=config.env.max_steps,
@@ -55,6 +56,10 @@ def make_run_env(
         scenario_kwargs=config.env.scenario_kwargs,
         group_map=GROUP_MAPS[config.env.group_map],
     )
+    if config.env.goal_visible_steps > 0:
+        all_goals = bool(config.env.scenario_kwargs.get("observe_all_goals", False))
+        env = hide_goal_after(env, config.env.goal_visible_steps, observe_all_goals=all_goals)
+    return env
 
 
 class Trainer:
