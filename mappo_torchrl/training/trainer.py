@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 
 import torch
 from tensordict import TensorDict, TensorDictBase
@@ -67,7 +68,8 @@ class Trainer:
 
     One iteration collects ``frames_per_batch`` env steps, computes each
     group's advantages with its GAE module, then runs ``num_epochs`` passes of
-    fixed-size minibatches; each minibatch takes one Adam step on every group's
+    fixed-size minibatches (of whole chunks of ``optim.chunk_length`` steps for
+    a recurrent model, see :meth:`samples`); each minibatch takes one Adam step on every group's
     actor and critic, with separate gradient clipping. Groups of a
     heterogeneous env train side by side on the same samples.
 
@@ -83,7 +85,8 @@ class Trainer:
         env: the env being trained on.
         groups: one :class:`~mappo_torchrl.training.GroupLearner` per agent
             group, by group name.
-        policy: every group's actor in one module, the collector's policy.
+        policy: every group's actor in one module, the collector's policy (with
+            recurrent critics, the collector runs them after it, to store their states).
         collector: the :class:`~torchrl.collectors.Collector`.
         buffer: the :class:`~torchrl.data.ReplayBuffer` minibatches come from.
         iteration: iterations done so far.
@@ -244,7 +247,7 @@ class Trainer:
             epoch = self.buffer.sample()
             for minibatch in epoch.split(self.minibatch_size):
                 # Recurrent layers run over each chunk (time is its last dim).
-                with set_recurrent_mode(self.recurrent):
+                with set_recurrent_mode(True) if self.recurrent else nullcontext():
                     stats.append(self.update_step(minibatch))
         for scheduler in self.schedulers:
             scheduler.step()
