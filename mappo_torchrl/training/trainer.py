@@ -69,8 +69,9 @@ class Trainer:
     One iteration collects ``frames_per_batch`` env steps, computes each
     group's advantages with its GAE module, then runs ``num_epochs`` passes of
     fixed-size minibatches (of whole chunks of ``optim.chunk_length`` steps for
-    a recurrent model, see :meth:`samples`); each minibatch takes one Adam step on every group's
-    actor and critic, with separate gradient clipping. Groups of a
+    a recurrent model, see :meth:`~mappo_torchrl.training.Trainer.samples`);
+    each minibatch takes one Adam step on every group's actor and critic, with
+    separate gradient clipping. Groups of a
     heterogeneous env train side by side on the same samples.
 
     Args:
