@@ -136,6 +136,7 @@ class MultiAgentRNN(TensorDictModuleBase):
         )
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """One step per batch element, or (in sequence mode) a sequence along the last dim."""
         sequence = recurrent_mode() is True
         x = tensordict.get(self.in_keys[0])
         is_init = tensordict.get(IS_INIT)
