@@ -395,3 +395,26 @@ def test_gru_remembers_the_cue_where_feed_forward_cannot():
     assert gru_final > 0.8, gru
     assert ff_final < 0.4, feed_forward
     assert gru_final - ff_final > 0.4
+
+
+# -- partially observable navigation ----------------------------------------------
+
+
+def test_goal_is_zeroed_from_the_given_step_of_each_episode():
+    from mappo_torchrl.training.trainer import make_run_env
+
+    cfg = tiny_config(env={"goal_visible_steps": 3, "max_steps": 5})
+    env = make_run_env(cfg)
+    data = env.rollout(8, break_when_any_done=False)
+    goal = data["agents", "observation"][..., 4:6].abs().flatten(2).sum(-1)  # [envs, T]
+    steps = data["step_count"].squeeze(-1)  # 0 at each reset
+    assert torch.equal(goal > 0, steps < 3)
+    assert (steps[:, 5] == 0).all()  # a second episode, seen again at first
+    rest = data["agents", "observation"][..., :4]
+    assert (rest != 0).any(-1).all()  # position and velocity stay visible
+
+
+def test_only_navigation_can_hide_its_goal():
+    cfg = tiny_config(env={"scenario": "balance", "goal_visible_steps": 3})
+    with pytest.raises(ConfigError, match="env.goal_visible_steps=3: only the navigation"):
+        cfg.validate()
