@@ -15,6 +15,7 @@ actions through torchrl's VmasEnv) for reference.
     python benchmarks/throughput.py --device cuda --settings benchmarl large \
         --scaling 60 600 6000 30000
     python benchmarks/throughput.py --ours-flag perf.compile_update=true   # try a fast-path switch
+    python benchmarks/throughput.py --recurrent gru --scaling  # GRU vs feed-forward, same settings
 
 The first iteration of every run (compilation, allocator warm-up) is excluded
 from the rates.
@@ -182,7 +183,13 @@ def peak_memory(device: str) -> dict:
 
 
 def run_child(
-    kind: str, setting_name: str, setting: dict, args, *, threads: int | None = None
+    kind: str,
+    setting_name: str,
+    setting: dict,
+    args,
+    *,
+    threads: int | None = None,
+    flags: tuple[str, ...] = (),
 ) -> dict:
     """Run one measurement in a fresh interpreter and return its JSON result."""
     cmd = [
@@ -197,7 +204,7 @@ def run_child(
         "--threads",
         str(args.threads if threads is None else threads),
     ]
-    for flag in args.ours_flag:
+    for flag in [*args.ours_flag, *flags]:
         cmd += ["--ours-flag", flag]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -243,6 +250,14 @@ def main() -> None:
         action="append",
         default=[],
         help="extra config override for mappo_torchrl, e.g. perf.shifted_gae=true",
+    )
+    parser.add_argument(
+        "--recurrent",
+        nargs="*",
+        choices=["gru", "lstm"],
+        default=[],
+        help="also time mappo_torchrl with these recurrent models (model.recurrent), same "
+        "settings, trained on chunks of optim.chunk_length",
     )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--child-setting", help=argparse.SUPPRESS)
@@ -295,9 +310,14 @@ def main() -> None:
                     run_child("tutorial", name, setting, args, threads=threads)
                 )
             runs.setdefault("mappo_torchrl", []).append(run_child("ours", name, setting, args))
+            for kind in args.recurrent:
+                runs.setdefault(f"mappo_torchrl, {kind}", []).append(
+                    run_child("ours", name, setting, args, flags=(f"model.recurrent={kind}",))
+                )
         medians = {label: median_run(results) for label, results in runs.items()}
         base = max(
-            (r for label, r in medians.items() if label != "mappo_torchrl"), key=lambda r: r["fps"]
+            (r for label, r in medians.items() if not label.startswith("mappo_torchrl")),
+            key=lambda r: r["fps"],
         )
         for label, result in medians.items():
             ratio = result["fps"] / base["fps"]

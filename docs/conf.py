@@ -50,6 +50,7 @@ nitpick_ignore = [
     # (``from __future__ import annotations``): Trainer's ``env: EnvBase | None``
     # reaches it as the bare name, which no inventory holds.
     ("py:class", "EnvBase"),
+    ("py:class", "NestedKey"),
     ("py:class", "TensorDictModuleBase"),
     ("py:class", "Path"),
     ("py:class", "Logger"),

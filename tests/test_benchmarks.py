@@ -19,13 +19,14 @@ def run(*args: str) -> str:
 def test_throughput_prints_both_pipelines_and_the_scaling_table():
     out = run(
         "benchmarks/throughput.py", "--settings", "smoke", "--repeats", "1",
-        "--tutorial-threads", "1", "2", "--scaling", "4",
+        "--tutorial-threads", "1", "2", "--scaling", "4", "--recurrent", "gru",
     )  # fmt: skip
     rows = [line for line in out.splitlines() if line.startswith("| smoke |")]
     assert [row.split("|")[2].strip() for row in rows] == [
         "tutorial-style TorchRL, 1 thread(s)",
         "tutorial-style TorchRL, 2 thread(s)",
         "mappo_torchrl",
+        "mappo_torchrl, gru",
     ]
     ratios = [float(row.split("|")[-2].strip().rstrip("x")) for row in rows]
     assert max(ratios[:2]) == 1.0  # the fastest baseline is the reference

@@ -316,3 +316,22 @@ def test_non_vmas_env_checkpoints_everything_but_the_episode(tmp_path):
         strict=True,
     ):
         assert torch.equal(a, b)
+
+
+def test_checkpoint_of_an_older_version_loads_with_the_new_options_at_their_defaults():
+    cfg = tiny_config()
+    state = trainer_state(Trainer(cfg))
+    # What an older version saved: no options added since, the renamed one by its old name.
+    for section, option in (
+        ("model", "recurrent"),
+        ("model", "action_dist"),
+        ("loss", "entropy_samples"),
+    ):
+        del state["config"][section][option]
+    del state["config"]["loss"]["advantage_norm"]
+    state["config"]["loss"]["normalize_advantage"] = True
+    load_trainer_state(Trainer(tiny_config()), state)
+    # A real difference is still refused.
+    state["config"]["model"]["action_dist"] = "normal"
+    with pytest.raises(CheckpointError, match="model.action_dist='normal'"):
+        load_trainer_state(Trainer(tiny_config()), state)

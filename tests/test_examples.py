@@ -38,6 +38,10 @@ EXPECTED = {
         r"groups: \{'agent': \['agent_0', 'agent_1', 'agent_2'\]\}",
         r"frames +200 +episode return +-?\d+\.\d+",
     ],
+    "recurrent.py": [
+        r"GRU +memory: final episode return \d+\.\d+",
+        r"feed-forward +memory: final episode return \d+\.\d+",
+    ],
     "custom_env.py": [r"actor distribution: MaskedCategorical", r"masked actions taken: 0 of \d+"],
     "evaluate_and_render.py": [
         r"policy: runs/navigation-seed0-[\d-]+/checkpoints/ckpt-000002\.pt "

@@ -15,8 +15,14 @@ from mappo_torchrl.config.schema import ConfigError, RunConfig
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {
         "source": "Yu et al. 2022, defaults of marlbenchmark/on-policy onpolicy/config.py "
-        "(feed-forward policy; the original's default is recurrent)",
+        "(recurrent GRU actor and critic, as the original's default; "
+        "--model.recurrent none for the feed-forward variant)",
         "overrides": {
+            "model.recurrent": "gru",
+            "model.rnn_hidden": 64,
+            "model.rnn_layers": 1,
+            "model.recurrent_critic": True,
+            "optim.chunk_length": 10,
             "model.actor_cells": 64,
             "model.critic_cells": 64,
             "model.actor_depth": 2,

@@ -78,6 +78,9 @@ class EnvConfig:
     group_map: str = "by_name"
     """How agents form groups (one actor, critic and loss each): by_name (VMAS groups agents
     by name prefix), all_in_one_group or one_group_per_agent."""
+    goal_visible_steps: int = 0
+    """Navigation only: a partially observable variant where each agent sees its goal only in
+    the first this many steps of an episode (0: always; see mappo_torchrl.envs.partial)."""
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` on the first value that is not allowed."""
@@ -108,6 +111,18 @@ class EnvConfig:
                 f"must not set {name!r} (an option of its own: --env.{name} or --{name})",
             )
         _choice("env.group_map", self.group_map, GROUP_MAPS)
+        _check(
+            self.goal_visible_steps >= 0,
+            "env.goal_visible_steps",
+            self.goal_visible_steps,
+            "must be 0 (always visible) or a positive integer",
+        )
+        _check(
+            self.goal_visible_steps == 0 or self.scenario == "navigation",
+            "env.goal_visible_steps",
+            self.goal_visible_steps,
+            f"only the navigation scenario can hide its goal (env.scenario={self.scenario!r})",
+        )
 
 
 #: Env options that have their own config field (or are set by the trainer), so a
@@ -126,6 +141,7 @@ ENV_OPTIONS = (
 ACTIVATIONS = ("tanh", "relu")
 CRITIC_INPUTS = ("observations", "state", "agent_state")
 ACTION_DISTS = ("tanh_normal", "normal")
+RECURRENT = ("none", "gru", "lstm")
 
 
 @dataclass
@@ -166,10 +182,27 @@ class ModelConfig:
     orthogonal_init: bool = False
     """Orthogonal weight init with gains (hidden: activation gain, policy head 0.01,
     value head 1)."""
+    recurrent: str = "none"
+    """Recurrent networks (rMAPPO): none (feed-forward), gru or lstm. The recurrent layer sits
+    between the hidden layers and the output head, keeps one state per agent and is trained on
+    chunks of optim.chunk_length steps."""
+    rnn_hidden: int = 64
+    """Hidden size of the recurrent layer."""
+    rnn_layers: int = 1
+    """Number of stacked recurrent layers."""
+    recurrent_critic: bool = True
+    """With a recurrent model, make the critic recurrent too (false: only the actor is)."""
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` on the first value that is not allowed."""
-        for name in ("actor_cells", "actor_depth", "critic_cells", "critic_depth"):
+        for name in (
+            "actor_cells",
+            "actor_depth",
+            "critic_cells",
+            "critic_depth",
+            "rnn_hidden",
+            "rnn_layers",
+        ):
             value = getattr(self, name)
             most = MAX_DEPTH if name.endswith("depth") else MAX_CELLS
             _check(
@@ -181,6 +214,12 @@ class ModelConfig:
         _choice("model.activation", self.activation, ACTIVATIONS)
         _choice("model.critic_input", self.critic_input, CRITIC_INPUTS)
         _choice("model.action_dist", self.action_dist, ACTION_DISTS)
+        _choice("model.recurrent", self.recurrent, RECURRENT)
+
+    @property
+    def is_recurrent(self) -> bool:
+        """Whether the actor (and possibly the critic) is recurrent."""
+        return self.recurrent != "none"
 
 
 CRITIC_LOSSES = ("smooth_l1", "huber", "l2", "l1")
@@ -305,6 +344,10 @@ class OptimConfig:
     """Gradient-norm clip, applied to the actor and to the critic separately."""
     lr_decay: bool = False
     """Decay both learning rates linearly to zero over the run."""
+    chunk_length: int = 10
+    """Recurrent models only: length of the sequences (per env, all agents together) that
+    backpropagation through time runs over; each starts from the hidden state stored at
+    collection. A minibatch holds minibatch_size // chunk_length chunks."""
 
     def validate(self, frames_per_batch: int) -> None:
         """Raise :class:`ConfigError` on the first value not allowed with that batch size."""
@@ -346,6 +389,46 @@ class OptimConfig:
             return frames_per_batch // self.num_minibatches
         return self.minibatch_size
 
+    def chunks_per_minibatch(self, frames_per_batch: int) -> int:
+        """Recurrent models: whole chunks per minibatch (num_minibatches or minibatch_size)."""
+        chunks = frames_per_batch // self.chunk_length
+        if self.num_minibatches > 0:
+            return chunks // self.num_minibatches
+        return self.minibatch_size // self.chunk_length
+
+    def validate_chunks(self, frames_per_batch: int, num_envs: int) -> None:
+        """Raise :class:`ConfigError` if a recurrent model cannot cut the batch into chunks."""
+        steps = frames_per_batch // num_envs
+        _check(
+            self.chunk_length > 0,
+            "optim.chunk_length",
+            self.chunk_length,
+            "must be a positive integer",
+        )
+        _check(
+            steps % self.chunk_length == 0,
+            "optim.chunk_length",
+            self.chunk_length,
+            f"must divide the steps each env collects per batch ({steps} = "
+            "collector.frames_per_batch / env.num_envs)",
+        )
+        if self.num_minibatches > 0:
+            chunks = frames_per_batch // self.chunk_length
+            _check(
+                self.num_minibatches <= chunks,
+                "optim.num_minibatches",
+                self.num_minibatches,
+                f"must be at most the number of chunks per batch ({chunks}) with a recurrent model",
+            )
+        else:
+            _check(
+                self.minibatch_size >= self.chunk_length,
+                "optim.minibatch_size",
+                self.minibatch_size,
+                f"must be at least optim.chunk_length ({self.chunk_length}) with a recurrent "
+                "model (a minibatch holds whole chunks)",
+            )
+
 
 @dataclass
 class PerfConfig:
@@ -366,8 +449,18 @@ class PerfConfig:
     cudagraph_policy: bool = False
     """Capture the collector's policy as a CUDA graph (CUDA only)."""
 
-    def validate(self, device: str, lr_decay: bool) -> None:
-        """Raise :class:`ConfigError` on a switch that ``device`` or ``lr_decay`` rules out."""
+    def validate(self, device: str, lr_decay: bool, recurrent: bool = False) -> None:
+        """Raise :class:`ConfigError` on a switch that ``device``, ``lr_decay`` or a recurrent
+        model rules out."""
+        if recurrent:
+            for name, why in RECURRENT_REFUSED.items():
+                value = getattr(self, name)
+                _check(
+                    not value,
+                    f"perf.{name}",
+                    value,
+                    f"cannot be used with a recurrent model ({why})",
+                )
         on_cuda = device.startswith("cuda")
         for name in ("cudagraph_update", "cudagraph_policy"):
             value = getattr(self, name)
@@ -379,6 +472,15 @@ class PerfConfig:
             "cannot be combined with optim.lr_decay (a captured graph keeps its learning rate)",
         )
 
+
+#: Speed switches a recurrent model refuses, and why.
+RECURRENT_REFUSED = {
+    "shifted_gae": "its critic values come from the hidden states stored at collection",
+    "compile_update": "chunks with episode resets have data-dependent shapes",
+    "cudagraph_update": "chunks with episode resets have data-dependent shapes",
+    "compile_policy": "the recurrent step checks for episode starts on the host",
+    "cudagraph_policy": "the recurrent step checks for episode starts on the host",
+}
 
 LOGGERS = ("csv", "tensorboard", "wandb", "mlflow")
 
@@ -557,7 +659,11 @@ class RunConfig:
         check_seed("seed", self.seed)
         _check_finite(self)
         _check_device(self.device)
-        self.perf.validate(self.device, self.optim.lr_decay)
+        if self.model.is_recurrent:
+            self.optim.validate_chunks(
+                self.collector.frames_per_batch, self.env.num_envs if num_envs is None else num_envs
+            )
+        self.perf.validate(self.device, self.optim.lr_decay, self.model.is_recurrent)
 
 
 def _check_finite(config: Any, prefix: str = "") -> None:

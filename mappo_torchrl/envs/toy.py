@@ -156,3 +156,119 @@ class TargetPickingEnv(EnvBase):
     def _set_seed(self, seed: int | None) -> None:
         if seed is not None:
             self._generator.manual_seed(seed)
+
+
+class CueMemoryEnv(EnvBase):
+    """Each agent is shown a cue at the first step and must report it at the last one.
+
+    An episode lasts ``delay + 1`` steps. At step 0 every agent observes a
+    one-hot cue among ``n_cues``; afterwards its observation is blank except
+    for a flag at the last step asking for the answer. The action taken there
+    earns ``+1`` if it names the cue; every other action earns nothing. A
+    feed-forward policy sees nothing of the cue when it answers, so it cannot
+    beat chance (``1 / n_cues``); a recurrent one can remember it and reach 1.
+
+    The observation, per agent: ``n_cues`` cue entries (zero after step 0)
+    then the answer flag. Actions are categorical, ``n_cues`` of them. The
+    team episode terminates after the answer.
+
+    Args:
+        num_envs: batch size.
+        n_agents: agents in the single group ``"agents"``, each with its own cue.
+        n_cues: number of possible cues (and actions).
+        delay: blank steps between the cue and the answer.
+        device: device of all tensors.
+        seed: seed of the env's own generator.
+
+    Example:
+        >>> env = CueMemoryEnv(num_envs=2, n_agents=2, n_cues=3, delay=2)
+        >>> env.reset()["agents", "observation"][0]  # each agent's cue, then the answer flag
+        tensor([[0., 0., 1., 0.],
+                [1., 0., 0., 0.]])
+    """
+
+    def __init__(
+        self,
+        *,
+        num_envs: int = 16,
+        n_agents: int = 2,
+        n_cues: int = 4,
+        delay: int = 3,
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+    ) -> None:
+        super().__init__(batch_size=torch.Size([num_envs]), device=device)
+        self.n_agents, self.n_cues, self.delay = n_agents, n_cues, delay
+        self.group_map = {"agents": [f"agent_{i}" for i in range(n_agents)]}
+        self._generator = torch.Generator(device=self.device)
+        self._generator.manual_seed(seed)
+        b, n, k = num_envs, n_agents, n_cues
+        self.observation_spec = Composite(
+            agents=Composite(
+                observation=Bounded(0.0, 1.0, shape=(b, n, k + 1), device=self.device),
+                shape=(b, n),
+            ),
+            shape=(b,),
+        )
+        self.action_spec = Composite(
+            agents=Composite(action=Categorical(k, shape=(b, n), device=self.device), shape=(b, n)),
+            shape=(b,),
+        )
+        self.reward_spec = Composite(
+            agents=Composite(reward=Unbounded(shape=(b, n, 1), device=self.device), shape=(b, n)),
+            shape=(b,),
+        )
+        flag = {"n": 2, "shape": (b, 1), "dtype": torch.bool, "device": self.device}
+        self.done_spec = Composite(
+            done=Categorical(**flag),
+            terminated=Categorical(**flag),
+            truncated=Categorical(**flag),
+            shape=(b,),
+        )
+        self.cue = torch.zeros(b, n, dtype=torch.long, device=self.device)
+        self.steps = torch.zeros(b, dtype=torch.long, device=self.device)
+
+    def _observe(self, terminated: torch.Tensor) -> TensorDict:
+        show = (self.steps == 0).reshape(-1, 1, 1).float()
+        cue = torch.nn.functional.one_hot(self.cue, self.n_cues).float() * show
+        ask = (self.steps == self.delay).reshape(-1, 1, 1).float().expand(*self.cue.shape, 1)
+        return TensorDict(
+            {
+                "agents": TensorDict(
+                    {"observation": torch.cat([cue, ask], dim=-1)}, batch_size=self.cue.shape
+                ),
+                "done": terminated.clone(),
+                "terminated": terminated,
+                "truncated": torch.zeros_like(terminated),
+            },
+            batch_size=self.batch_size,
+            device=self.device,
+        )
+
+    def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
+        reset = None if tensordict is None else tensordict.get("_reset", None)
+        envs = (
+            torch.ones(self.batch_size, dtype=torch.bool, device=self.device)
+            if reset is None
+            else reset.reshape(self.batch_size)
+        )
+        new_cue = torch.randint(
+            self.n_cues, self.cue.shape, generator=self._generator, device=self.device
+        )
+        self.cue = torch.where(envs.unsqueeze(-1), new_cue, self.cue)
+        self.steps = torch.where(envs, torch.zeros_like(self.steps), self.steps)
+        return self._observe(torch.zeros(*self.batch_size, 1, dtype=torch.bool, device=self.device))
+
+    def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
+        action = tensordict.get(("agents", "action"))
+        answering = (self.steps == self.delay).unsqueeze(-1)
+        reward = ((action == self.cue) & answering).float()
+        self.steps = self.steps + 1
+        terminated = (self.steps > self.delay).unsqueeze(-1)
+        out = self._observe(terminated)
+        out.set(("agents", "reward"), reward.unsqueeze(-1))
+        return out
+
+    def _set_seed(self, seed: int | None) -> None:
+        if seed is not None:
+            self._generator.manual_seed(seed)

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import torch
-from tensordict.nn import NormalParamExtractor, TensorDictModule
+from tensordict.nn import (
+    NormalParamExtractor,
+    TensorDictModule,
+    TensorDictModuleBase,
+    TensorDictSequential,
+)
 from torch import nn
 from torchrl.data import Categorical, OneHot
 from torchrl.envs import EnvBase
@@ -13,6 +18,7 @@ from mappo_torchrl.config.checks import check_choice, check_int, check_multi_age
 from mappo_torchrl.config.schema import ACTION_DISTS, ACTIVATIONS, MAX_CELLS, MAX_DEPTH, ModelConfig
 from mappo_torchrl.envs.groups import GroupKeys, group_keys
 from mappo_torchrl.models.mlp import make_mlp
+from mappo_torchrl.models.recurrent import make_recurrent_body
 
 POLICY_HEAD_GAIN = 0.01
 
@@ -28,6 +34,9 @@ def make_actor(
     feature_norm: bool = False,
     orthogonal_init: bool = False,
     action_dist: str = ModelConfig.action_dist,
+    recurrent: str = "none",
+    rnn_hidden: int = 64,
+    rnn_layers: int = 1,
     device: torch.device | str | None = None,
 ) -> ProbabilisticActor:
     """The policy of one agent group.
@@ -54,6 +63,12 @@ def make_actor(
         feature_norm: LayerNorm on the observation.
         orthogonal_init: MAPPO's orthogonal init (policy-head gain 0.01).
         action_dist: ``"tanh_normal"`` or ``"normal"``, for continuous actions.
+        recurrent: ``"none"``, or ``"gru"``/``"lstm"`` for a recurrent policy: the
+            hidden layers, then a :class:`~mappo_torchrl.models.recurrent.MultiAgentRNN`
+            whose state lives under ``(group, "actor_hidden")``, then the head.
+            The env then needs :func:`~mappo_torchrl.models.add_recurrent_state`.
+        rnn_hidden: recurrent state size.
+        rnn_layers: stacked recurrent layers.
         device: parameter device (defaults to the env's).
 
     Example:
@@ -84,8 +99,29 @@ def make_actor(
         n_outputs = action_spec.space.n
     else:
         n_outputs = action_spec.shape[-1] * (1 if gaussian else 2)
+    body, in_key, in_dim = None, keys.observation, obs_dim
+    if recurrent != "none":
+        body = make_recurrent_body(
+            kind=recurrent,
+            in_key=keys.observation,
+            in_dim=obs_dim,
+            name=(keys.group, "actor"),
+            n_agents=keys.n_agents,
+            centralized=False,
+            share_params=share_params,
+            num_cells=num_cells,
+            depth=depth,
+            activation=activation,
+            feature_norm=feature_norm,
+            orthogonal_init=orthogonal_init,
+            rnn_hidden=rnn_hidden,
+            rnn_layers=rnn_layers,
+            device=device,
+        )
+        # The head is one linear layer on the recurrent layer's output.
+        in_key, in_dim, depth = body.module[-1].out_keys[0], rnn_hidden, 0
     net = make_mlp(
-        n_agent_inputs=obs_dim,
+        n_agent_inputs=in_dim,
         n_agent_outputs=n_outputs,
         n_agents=keys.n_agents,
         centralized=False,
@@ -93,19 +129,23 @@ def make_actor(
         num_cells=num_cells,
         depth=depth,
         activation=activation,
-        feature_norm=feature_norm,
+        feature_norm=feature_norm and body is None,
         orthogonal_init=orthogonal_init,
         head_gain=POLICY_HEAD_GAIN,
         device=device,
     )
     if discrete:
-        return _categorical_actor(net, keys, action_spec)
+        return _categorical_actor(net, keys, action_spec, in_key, body)
     if gaussian:
         scale = StateIndependentScale(
             action_spec.shape[-1], n_agents=1 if share_params else keys.n_agents, device=device
         )
-        return _normal_actor(nn.Sequential(net, scale), keys)
-    return _tanh_normal_actor(net, keys, action_spec)
+        return _normal_actor(nn.Sequential(net, scale), keys, in_key, body)
+    return _tanh_normal_actor(net, keys, action_spec, in_key, body)
+
+
+def _with_body(body: TensorDictSequential | None, head: TensorDictModule) -> TensorDictModuleBase:
+    return head if body is None else TensorDictSequential(body, head)
 
 
 class StateIndependentScale(nn.Module):
@@ -129,10 +169,11 @@ class StateIndependentScale(nn.Module):
         return loc, log_std.exp().expand_as(loc)
 
 
-def _normal_actor(module: nn.Module, keys: GroupKeys) -> ProbabilisticActor:
+def _normal_actor(module: nn.Module, keys: GroupKeys, in_key, body) -> ProbabilisticActor:
     loc, scale = (keys.group, "loc"), (keys.group, "scale")
+    head = TensorDictModule(module, in_keys=[in_key], out_keys=[loc, scale])
     return ProbabilisticActor(
-        TensorDictModule(module, in_keys=[keys.observation], out_keys=[loc, scale]),
+        _with_body(body, head),
         in_keys={"loc": loc, "scale": scale},
         out_keys=[keys.action],
         distribution_class=IndependentNormal,
@@ -142,13 +183,16 @@ def _normal_actor(module: nn.Module, keys: GroupKeys) -> ProbabilisticActor:
     )
 
 
-def _tanh_normal_actor(net: nn.Module, keys: GroupKeys, action_spec) -> ProbabilisticActor:
+def _tanh_normal_actor(
+    net: nn.Module, keys: GroupKeys, action_spec, in_key, body
+) -> ProbabilisticActor:
     loc, scale = (keys.group, "loc"), (keys.group, "scale")
     module = TensorDictModule(
         nn.Sequential(net, NormalParamExtractor()),
-        in_keys=[keys.observation],
+        in_keys=[in_key],
         out_keys=[loc, scale],
     )
+    module = _with_body(body, module)
     return ProbabilisticActor(
         module,
         in_keys={"loc": loc, "scale": scale},
@@ -163,9 +207,11 @@ def _tanh_normal_actor(net: nn.Module, keys: GroupKeys, action_spec) -> Probabil
     )
 
 
-def _categorical_actor(net: nn.Module, keys: GroupKeys, action_spec) -> ProbabilisticActor:
+def _categorical_actor(
+    net: nn.Module, keys: GroupKeys, action_spec, in_key, body
+) -> ProbabilisticActor:
     logits = (keys.group, "logits")
-    module = TensorDictModule(net, in_keys=[keys.observation], out_keys=[logits])
+    module = _with_body(body, TensorDictModule(net, in_keys=[in_key], out_keys=[logits]))
     in_keys = {"logits": logits}
     distribution_class = torch.distributions.Categorical
     if keys.action_mask is not None:

@@ -11,6 +11,7 @@ from torchrl.modules import ValueNorm
 from mappo_torchrl.config.schema import CRITIC_INPUTS
 from mappo_torchrl.envs.groups import group_keys
 from mappo_torchrl.models.mlp import make_mlp
+from mappo_torchrl.models.recurrent import make_recurrent_body
 
 VALUE_HEAD_GAIN = 1.0
 
@@ -30,6 +31,9 @@ def make_critic(
     feature_norm: bool = False,
     orthogonal_init: bool = False,
     value_norm: ValueNorm | None = None,
+    recurrent: str = "none",
+    rnn_hidden: int = 64,
+    rnn_layers: int = 1,
     device: torch.device | str | None = None,
 ) -> TensorDictModule:
     """The value function of one agent group, writing ``(group, "state_value")``.
@@ -61,6 +65,11 @@ def make_critic(
             original MAPPO code: GAE reads the de-normalised value, the critic
             loss the network's own output (see
             :func:`~mappo_torchrl.objectives.make_loss`).
+        recurrent: ``"none"``, or ``"gru"``/``"lstm"``: a recurrent critic whose
+            state lives under ``(group, "critic_hidden")`` (see
+            :func:`~mappo_torchrl.models.make_actor`). It reads the same inputs.
+        rnn_hidden: recurrent state size.
+        rnn_layers: stacked recurrent layers.
         device: parameter device (defaults to the env's).
 
     Example:
@@ -112,6 +121,27 @@ def make_critic(
         in_dim = shaper.output_dim(source_dim)
         in_keys = [source_key, keys.agent_mask] if death_mask else [source_key]
         modules.append(TensorDictModule(shaper, in_keys=in_keys, out_keys=[in_key]))
+    if recurrent != "none":
+        body = make_recurrent_body(
+            kind=recurrent,
+            in_key=in_key,
+            in_dim=in_dim,
+            name=(group, "critic"),
+            n_agents=keys.n_agents,
+            centralized=mlp_centralized,
+            share_params=share_params,
+            num_cells=num_cells,
+            depth=depth,
+            activation=activation,
+            feature_norm=feature_norm,
+            orthogonal_init=orthogonal_init,
+            rnn_hidden=rnn_hidden,
+            rnn_layers=rnn_layers,
+            device=device,
+        )
+        modules.append(body)
+        # The head is one linear layer on the recurrent layer's output.
+        in_key, in_dim, depth, mlp_centralized = body.module[-1].out_keys[0], rnn_hidden, 0, False
     net = make_mlp(
         n_agent_inputs=in_dim,
         n_agent_outputs=1,
@@ -121,7 +151,7 @@ def make_critic(
         num_cells=num_cells,
         depth=depth,
         activation=activation,
-        feature_norm=feature_norm,
+        feature_norm=feature_norm and recurrent == "none",
         orthogonal_init=orthogonal_init,
         head_gain=VALUE_HEAD_GAIN,
         device=device,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase
 from tensordict.utils import NestedKey
 from torchrl.modules import ValueNorm
 from torchrl.objectives.value import MultiAgentGAE
@@ -38,9 +39,16 @@ class ActiveAgentGAE(MultiAgentGAE):
       recomputes it with two critic passes instead, so no sample is ever
       dropped (see :func:`shifted_budget` for the budget that avoids this).
 
+    A recurrent critic (``recurrent_critic``, with ``value_network=None``) is
+    not called by TorchRL: its values are those it wrote during collection,
+    from the hidden states it carried then (as the original rMAPPO stores
+    ``value_preds``), and each next value is one step of it from the stored
+    next hidden state, so truncated episodes bootstrap with the right memory.
+
     Keyword Args:
         advantage_norm: ``"joint"``, ``"per_agent"`` or ``"none"``.
         agent_mask_key: the ``[*B, T, n_agents]`` "agent is active" entry, or ``None``.
+        recurrent_critic: a recurrent critic that ran during collection, or ``None``.
         value_norm: the normaliser shared with the critic, or ``None``.
         normalized_value_key: where the normalised value goes (with ``value_norm``).
         **kwargs: forwarded to :class:`~torchrl.objectives.value.MultiAgentGAE`
@@ -52,6 +60,7 @@ class ActiveAgentGAE(MultiAgentGAE):
         *,
         advantage_norm: str = LossConfig.advantage_norm,
         agent_mask_key: NestedKey | None = None,
+        recurrent_critic: TensorDictModuleBase | None = None,
         value_norm: ValueNorm | None = None,
         normalized_value_key: NestedKey | None = None,
         **kwargs,
@@ -65,11 +74,23 @@ class ActiveAgentGAE(MultiAgentGAE):
         super().__init__(average_gae=False, **kwargs)
         self.advantage_norm = advantage_norm
         self.agent_mask_key = agent_mask_key
+        # A plain attribute list, not a submodule: the loss already owns the critic.
+        self._recurrent_critic = [] if recurrent_critic is None else [recurrent_critic]
         self.value_norm = value_norm
         self.normalized_value_key = normalized_value_key
 
     def forward(self, tensordict: TensorDictBase, **kwargs) -> TensorDictBase:
         """Write advantages, value targets and (with a value norm) normalised values."""
+        if self._recurrent_critic:
+            critic = self._recurrent_critic[0]
+            value_key = self.tensor_keys.value
+            if value_key not in tensordict.keys(True, True):
+                raise KeyError(
+                    f"{value_key}: a recurrent critic's values are stored at collection; "
+                    "run it in the collector's policy"
+                )
+            step = tensordict.get("next").select(*critic.in_keys, strict=False)
+            tensordict.set(("next", *_tuple(value_key)), critic(step).get(value_key))
         out = super().forward(tensordict, **kwargs)
         valid = out.pop("shifted_valid", None)
         if valid is not None and not bool(valid.all()):
@@ -135,3 +156,7 @@ def shifted_budget(steps_per_row: int, max_steps: int) -> int:
             f"steps_per_row={steps_per_row}, max_steps={max_steps}: both must be positive"
         )
     return -(-(steps_per_row - 1) // max_steps) + 1
+
+
+def _tuple(key: NestedKey) -> tuple[str, ...]:
+    return (key,) if isinstance(key, str) else tuple(key)

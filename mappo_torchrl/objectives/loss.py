@@ -214,6 +214,7 @@ def make_loss(
     shifted: bool = False,
     shifted_budget: int = 1,
     normalize_advantage: bool | None = None,
+    recurrent_critic: bool = False,
 ) -> MultiAgentPPOLoss:
     """The PPO loss of one agent group, with its :class:`~torchrl.objectives.value.MultiAgentGAE`.
 
@@ -257,6 +258,9 @@ def make_loss(
             (:func:`~mappo_torchrl.objectives.shifted_budget`).
         normalize_advantage: deprecated; ``True`` is ``advantage_norm="per_agent"``,
             ``False`` is ``advantage_norm="none"``.
+        recurrent_critic: the critic is recurrent and runs in the collector's
+            policy: GAE uses the values it stored there (see
+            :class:`~mappo_torchrl.objectives.ActiveAgentGAE`).
 
     Example:
         >>> import torch
@@ -321,7 +325,8 @@ def make_loss(
         ActiveAgentGAE(
             gamma=gamma,
             lmbda=lmbda,
-            value_network=critic,
+            value_network=None if recurrent_critic else critic,
+            recurrent_critic=critic if recurrent_critic else None,
             advantage_norm=advantage_norm,
             differentiable=False,
             shifted=shifted,

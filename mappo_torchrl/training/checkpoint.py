@@ -27,13 +27,14 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from mappo_torchrl.config import to_dict
+from mappo_torchrl.config import ConfigError, from_dict, to_dict
 from mappo_torchrl.envs.snapshot import EnvStateError, load_vmas_state, vmas_env, vmas_state
 from mappo_torchrl.training.rng import rng_state, set_rng_state
 
@@ -116,7 +117,7 @@ def load_trainer_state(trainer: Trainer, state: dict[str, Any], *, source: str =
             scenario, other network sizes...) or does not fit the trainer.
     """
     where = f"{source}: " if source else ""
-    _check_config(state["config"], to_dict(trainer.config), where)
+    _check_config(_with_defaults(state["config"]), to_dict(trainer.config), where)
     if set(state["groups"]) != set(trainer.groups):
         raise CheckpointError(
             f"{where}agent groups {sorted(state['groups'])} do not match this run's "
@@ -303,6 +304,20 @@ def _nested_keys(data: dict[str, Any], prefix: tuple[str, ...] = ()) -> list:
         else:
             keys.append((*prefix, key) if prefix else key)
     return keys
+
+
+def _with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved config with the options added since it was written at their defaults.
+
+    A checkpoint of an older version lacks the newer options (and may use renamed
+    ones); those options then had their default behaviour, so they compare equal.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # renamed options, read as documented
+        try:
+            return to_dict(from_dict(saved))
+        except ConfigError:  # an option this version does not know: compare as saved
+            return saved
 
 
 def _check_config(saved: dict[str, Any], current: dict[str, Any], where: str) -> None:

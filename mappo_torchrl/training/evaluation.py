@@ -36,6 +36,7 @@ from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from mappo_torchrl.envs.groups import GroupKeys, all_group_keys
+from mappo_torchrl.models.recurrent import add_recurrent_state
 from mappo_torchrl.training.rng import isolated_rng
 
 Metrics = dict[str, float]
@@ -102,7 +103,9 @@ def run_episodes(
 
     Args:
         env: a batched multi-agent env that tracks ``episode_reward``
-            (:func:`~mappo_torchrl.envs.track_episode_returns`).
+            (:func:`~mappo_torchrl.envs.track_episode_returns`); for a recurrent
+            policy, prepared by :func:`~mappo_torchrl.models.add_recurrent_state`
+            (the hidden state is carried across each episode).
         policy: the joint policy of every group.
         max_steps: step limit; an episode still running then ends there.
         deterministic: act with the distributions' modes instead of sampling.
@@ -176,7 +179,8 @@ class Evaluation:
         """Play the evaluation episodes; random streams are left as they were."""
         with isolated_rng():
             if self.env is None:
-                self.env = self.make_env(self.episodes, self.seed)
+                # A recurrent policy's states need an is_init flag and primers.
+                self.env = add_recurrent_state(self.make_env(self.episodes, self.seed), self.policy)
             _switch_renderer(self.env, self.rendering)
             self.env.set_seed(self.seed)
             torch.manual_seed(self.seed)  # stochastic evaluation samples from it

@@ -84,6 +84,9 @@ def make_group_learner(
         feature_norm=model.feature_norm,
         orthogonal_init=model.orthogonal_init,
         action_dist=model.action_dist,
+        recurrent=model.recurrent,
+        rnn_hidden=model.rnn_hidden,
+        rnn_layers=model.rnn_layers,
         device=device,
     )
     critic = make_critic(
@@ -100,6 +103,9 @@ def make_group_learner(
         feature_norm=model.feature_norm,
         orthogonal_init=model.orthogonal_init,
         value_norm=value_norm,
+        recurrent=model.recurrent if model.recurrent_critic else "none",
+        rnn_hidden=model.rnn_hidden,
+        rnn_layers=model.rnn_layers,
         device=device,
     )
     ppo_loss = make_loss(
@@ -119,6 +125,7 @@ def make_group_learner(
         value_norm=value_norm,
         shifted=perf.shifted_gae,
         shifted_budget=shifted_budget,
+        recurrent_critic=model.is_recurrent and model.recurrent_critic,
     )
     adam = {
         "eps": optim.adam_eps,

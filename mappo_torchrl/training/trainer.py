@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 
 import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictSequential
 from torchrl.envs import EnvBase
 from torchrl.envs.utils import MarlGroupMapType
+from torchrl.modules import set_recurrent_mode
 from tqdm.auto import tqdm
 
 from mappo_torchrl.config import RunConfig
 from mappo_torchrl.config.checks import check_multi_agent_env
 from mappo_torchrl.data import make_collector, make_replay_buffer
 from mappo_torchrl.envs import make_env, track_episode_returns
+from mappo_torchrl.envs.partial import hide_goal_after
+from mappo_torchrl.models import add_recurrent_state
+from mappo_torchrl.models.recurrent import recurrent_layers
 from mappo_torchrl.objectives.advantage import shifted_budget
 from mappo_torchrl.training.groups import GroupLearner, make_group_learner
 from mappo_torchrl.training.metrics import LOSS_METRICS, mean_episode_return
@@ -43,7 +48,7 @@ def make_run_env(
         num_envs: vectorised envs; ``config.env.num_envs`` if ``None`` (evaluation
             envs run one episode per env).
     """
-    return make_env(
+    env = make_env(
         config.env.scenario,
         num_envs=config.env.num_envs if num_envs is None else num_envs,
         max_steps=config.env.max_steps,
@@ -54,6 +59,10 @@ def make_run_env(
         scenario_kwargs=config.env.scenario_kwargs,
         group_map=GROUP_MAPS[config.env.group_map],
     )
+    if config.env.goal_visible_steps > 0:
+        all_goals = bool(config.env.scenario_kwargs.get("observe_all_goals", False))
+        env = hide_goal_after(env, config.env.goal_visible_steps, observe_all_goals=all_goals)
+    return env
 
 
 class Trainer:
@@ -61,8 +70,10 @@ class Trainer:
 
     One iteration collects ``frames_per_batch`` env steps, computes each
     group's advantages with its GAE module, then runs ``num_epochs`` passes of
-    fixed-size minibatches; each minibatch takes one Adam step on every group's
-    actor and critic, with separate gradient clipping. Groups of a
+    fixed-size minibatches (of whole chunks of ``optim.chunk_length`` steps for
+    a recurrent model, see :meth:`~mappo_torchrl.training.Trainer.samples`);
+    each minibatch takes one Adam step on every group's actor and critic, with
+    separate gradient clipping. Groups of a
     heterogeneous env train side by side on the same samples.
 
     Args:
@@ -77,7 +88,8 @@ class Trainer:
         env: the env being trained on.
         groups: one :class:`~mappo_torchrl.training.GroupLearner` per agent
             group, by group name.
-        policy: every group's actor in one module, the collector's policy.
+        policy: every group's actor in one module, the collector's policy (with
+            recurrent critics, the collector runs them after it, to store their states).
         collector: the :class:`~torchrl.collectors.Collector`.
         buffer: the :class:`~torchrl.data.ReplayBuffer` minibatches come from.
         iteration: iterations done so far.
@@ -111,7 +123,6 @@ class Trainer:
             env = make_run_env(config)
         elif not _tracks_episode_returns(env):
             env = track_episode_returns(env)
-        self.env = env
         self.groups: dict[str, GroupLearner] = {
             group: make_group_learner(
                 env,
@@ -126,9 +137,17 @@ class Trainer:
             for group in env.group_map
         }
         self.policy = TensorDictSequential(*(g.actor for g in self.groups.values()))
+        self.recurrent = config.model.is_recurrent
+        collect_policy = self.policy
+        recurrent_critics = [g.critic for g in self.groups.values() if recurrent_layers(g.critic)]
+        if recurrent_critics:
+            # Recurrent critics step along during collection, so that their hidden
+            # states are stored with the data (the original's rnn_states_critic).
+            collect_policy = TensorDictSequential(self.policy, *recurrent_critics)
+        self.env = env = add_recurrent_state(env, collect_policy)
         self.collector = make_collector(
             env,
-            self.policy,
+            collect_policy,
             frames_per_batch=config.collector.frames_per_batch,
             total_frames=config.collector.total_frames,
             device=self.device,
@@ -136,12 +155,18 @@ class Trainer:
             cudagraph_policy=config.perf.cudagraph_policy,
         )
         frames = config.collector.frames_per_batch
-        self.minibatch_size = config.optim.resolved_minibatch_size(frames)
-        self.steps_per_epoch = frames // self.minibatch_size
+        # A recurrent model's samples are chunks of chunk_length steps of one env.
+        self.chunk_length = config.optim.chunk_length if self.recurrent else 1
+        samples = frames // self.chunk_length
+        if self.recurrent:
+            self.minibatch_size = config.optim.chunks_per_minibatch(frames)
+        else:
+            self.minibatch_size = config.optim.resolved_minibatch_size(frames)
+        self.steps_per_epoch = samples // self.minibatch_size
         # The buffer hands out one epoch at a time (one permutation, the ragged
         # tail dropped); the epoch is then split into fixed-size minibatches.
         self.buffer = make_replay_buffer(
-            size=frames,
+            size=samples,
             minibatch_size=self.steps_per_epoch * self.minibatch_size,
             device=self.device,
         )
@@ -219,20 +244,38 @@ class Trainer:
             name: mean_episode_return(batch, [group.keys]) for name, group in self.groups.items()
         }
         with torch.no_grad():
+            # Over whole trajectories; a recurrent critic runs step by step from
+            # the hidden states stored at collection.
             for group in groups:
                 group.loss.value_estimator(batch)
         self.buffer.empty()
-        self.buffer.extend(batch.reshape(-1))
+        self.buffer.extend(self.samples(batch))
         stats = []
         for _ in range(self.config.optim.num_epochs):
             # Drawn at once, these are the same minibatches as sampling them one
             # by one without replacement, without a buffer call per step.
             epoch = self.buffer.sample()
             for minibatch in epoch.split(self.minibatch_size):
-                stats.append(self.update_step(minibatch))
+                # Recurrent layers run over each chunk (time is its last dim).
+                with set_recurrent_mode(True) if self.recurrent else nullcontext():
+                    stats.append(self.update_step(minibatch))
         for scheduler in self.schedulers:
             scheduler.step()
         return self._summarise(episode_return, group_returns, stats)
+
+    def samples(self, batch: TensorDictBase) -> TensorDictBase:
+        """The batch as the buffer stores it: single steps, or chunks for a recurrent model.
+
+        A ``[num_envs, T]`` batch becomes ``num_envs * T`` steps, or
+        ``num_envs * T / chunk_length`` chunks ``[chunk_length]`` of consecutive
+        steps of one env (all its agents together). A chunk's first step carries
+        the hidden states stored at collection, which its sequence starts from.
+        """
+        if not self.recurrent:
+            return batch.reshape(-1)
+        envs, steps = batch.batch_size
+        chunks = steps // self.chunk_length
+        return batch.reshape(envs * chunks, self.chunk_length)
 
     def _update_step_eager(self, minibatch: TensorDictBase) -> TensorDict:
         """Loss, backward, clipping and an Adam step for every group; detached stats.
