@@ -362,7 +362,7 @@ def test_ray_local_runs_the_grid_stops_it_and_resumes_it(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "mappo_torchrl.cli.main", "benchmark", "--no-progress", *args]
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + 600  # Ray's start-up is slow on a loaded machine
     while not list(out.glob("*/tiny/seed*/checkpoints/ckpt-*.pt")):
         assert process.poll() is None, "the benchmark ended before it could be stopped"
         assert time.monotonic() < deadline
@@ -432,15 +432,15 @@ def test_a_failed_cell_is_reported_and_the_others_finish(tmp_path):
     done = benchmark(
         "--scenarios", "navigation", "--seeds", "0", "--frames", "120", "--workers", "2",
         "--out", str(out), "--variant", "ok", *TINY,
-        # Valid config, but VMAS cannot build a navigation with no agent: fails at run time.
+        # Well-formed, but VMAS cannot build a navigation with no agent: the cell refuses it.
         "--variant", "broken", *TINY, 'env.scenario_kwargs={"n_agents": 0}',
         "--baseline", "tutorial", "--baseline-set", *TINY_BASELINE,
     )  # fmt: skip
     assert done.returncode == 1, done.stderr[-3000:]
     failed = [line for line in done.stdout.splitlines() if "FAILED" in line]
     log = out / "logs" / "navigation-broken-seed0.log"
-    assert len(failed) == 1 and "navigation/broken/seed0: FAILED (exit 1)" in failed[0]
-    assert f"log: {log}" in failed[0] and "Traceback" in log.read_text()
+    assert len(failed) == 1 and "navigation/broken/seed0: FAILED (exit 2)" in failed[0]
+    assert f"log: {log}" in failed[0] and "n_agents" in log.read_text()
     assert "2 of 3 cells finished, 1 failed (navigation/broken/seed0)" in done.stdout
     results = json.loads((out / "results.json").read_text())
     assert [row["arm"] for row in results["table"]] == ["ok", "tutorial"]
