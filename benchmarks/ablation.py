@@ -198,6 +198,7 @@ def main() -> None:
             f"--seeds {' '.join(map(str, args.seeds))}",
             f"--frames {args.frames}",
         ]
+        + ([f"--variants {' '.join(args.variants)}"] if args.variants != list(VARIANTS) else [])
         + ([f"--preset {args.preset}"] if args.preset else [])
         + [f"--set {item}" for item in args.set]
     )
