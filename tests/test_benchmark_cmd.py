@@ -356,7 +356,8 @@ def test_local_workers_run_the_grid_and_write_the_results(tmp_path):
 @pytest.mark.skipif(not HAS_RAY, reason="ray is not installed (pip install 'mappo_torchrl[ray]')")
 def test_ray_local_runs_the_grid_stops_it_and_resumes_it(tmp_path):
     out = tmp_path / "bench"
-    grid = ["--scenarios", "navigation", "balance", "--seeds", "0", "1", "--frames", "400"]
+    # Two cells: Ray's start-up and a Python process per cell dominate the test's time.
+    grid = ["--scenarios", "navigation", "--seeds", "0", "1", "--frames", "400"]
     args = [*grid, "--ray", "local", "--out", str(out), "--variant", "tiny", *TINY]
     args.append("checkpoint.interval=1")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -378,7 +379,7 @@ def test_ray_local_runs_the_grid_stops_it_and_resumes_it(tmp_path):
     done = benchmark(*args)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"{len(stopped)} to resume, 0 to restart" in done.stdout
-    assert_grid_results(out, ["navigation", "balance"], [0, 1], "tiny", frames=400)
+    assert_grid_results(out, ["navigation"], [0, 1], "tiny", frames=400)
     for cell in stopped:
         with (cell / "metrics.csv").open() as f:
             iterations = [int(float(row["iteration"])) for row in csv.DictReader(f)]

@@ -144,13 +144,15 @@ def test_clipped_huber_value_loss_and_gradient_match_the_original_under_value_no
 def test_value_norm_floors_the_variance_as_the_original():
     value_norm = make_value_norm("popart", beta=0.9)
     norm = OriginalValueNorm(0.9)
-    returns = torch.full((64, 1), 3.0) + 1e-3 * torch.randn(64, 1)
+    generator = torch.Generator().manual_seed(0)
+    returns = torch.full((64, 1), 3.0) + 1e-3 * torch.randn(64, 1, generator=generator)
     value_norm.update(returns)
     norm.update(returns)
     x = torch.linspace(-5, 5, 11).unsqueeze(-1)
     # A near-constant first batch: the original's floor gives a scale of 0.1, not 0.003.
     assert value_norm.scale().item() == pytest.approx(0.1, rel=1e-6)
-    assert torch.allclose(value_norm.normalize(x), norm.normalize(x).float(), rtol=1e-5)
+    # float32 against the double-precision original: compare to 1e-5 of the scale (10 per unit).
+    assert torch.allclose(value_norm.normalize(x), norm.normalize(x).float(), rtol=1e-5, atol=1e-4)
 
 
 # -- advantages -----------------------------------------------------------------------
