@@ -273,7 +273,11 @@ def _run_grid(args: argparse.Namespace, spec, root: Path, plan: dict) -> int:
         root, len(plan), counts["skip"], queued=bool(args.ray), off=args.no_progress
     )
     interrupted = False
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    # SIGINT explicitly too: a process started in the background inherits it ignored.
+    previous = {
+        signal.SIGTERM: signal.signal(signal.SIGTERM, _raise_interrupt),
+        signal.SIGINT: signal.signal(signal.SIGINT, _raise_interrupt),
+    }
     try:
         if args.ray:
             run_ray(
@@ -292,7 +296,8 @@ def _run_grid(args: argparse.Namespace, spec, root: Path, plan: dict) -> int:
         progress.close()
         fail(f"mappo benchmark: error: {err}")
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         progress.close()
     write_report(root)
     failed = progress.failed
