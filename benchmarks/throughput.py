@@ -46,6 +46,13 @@ SETTINGS = {
         "minibatch_size": 400,
         "iterations": 6,
     },
+    "tutorial600": {  # the tutorial's settings with ten times the envs (and batch)
+        "num_envs": 600,
+        "frames_per_batch": 60_000,
+        "num_epochs": 4,
+        "minibatch_size": 6_000,
+        "iterations": 4,
+    },
     "benchmarl": {
         "num_envs": 600,
         "frames_per_batch": 60_000,

@@ -55,6 +55,10 @@ def _choice(option: str, value: Any, choices: tuple[str, ...]) -> None:
     _check(value in choices, option, value, "must be one of " + ", ".join(choices))
 
 
+OVERLAP_MODES = ("off", "on", "auto")
+#: Collection worker processes.
+MAX_WORKERS = 256
+
 GROUP_MAPS = ("by_name", "all_in_one_group", "one_group_per_agent")
 
 
@@ -293,9 +297,45 @@ class CollectorConfig:
     """Environment steps (summed over the vectorised envs) collected per iteration."""
     total_frames: int = 300_000
     """Environment steps for the whole run."""
+    overlap: str = "off"
+    """Collect the next batch in a worker process while the update learns from the last one:
+    on, off, or auto (on for a CPU run, off on CUDA). Each batch is collected by the weights one
+    update behind (one iteration of policy lag; PPO's ratio uses the stored log-probs). A
+    resumed overlapped run continues, but not bit for bit (see docs/never-lost.md)."""
+    workers: int = 1
+    """Processes stepping copies of the env (TorchRL's MultiSyncCollector), for envs that are not
+    vectorised (PettingZoo, your own); each holds env.num_envs / workers of the VMAS envs. 1
+    steps the env in the training process."""
+
+    def overlap_enabled(self, device: str) -> bool:
+        """Whether ``overlap`` means on, for a run on ``device``."""
+        return self.overlap == "on" or (self.overlap == "auto" and device == "cpu")
+
+    def uses_workers(self) -> bool:
+        """Whether collection runs in worker processes (overlap on, or several workers)."""
+        return self.overlap == "on" or self.workers > 1
 
     def validate(self, num_envs: int) -> None:
         """Raise :class:`ConfigError` on the first value not allowed with ``num_envs`` envs."""
+        _choice("collector.overlap", self.overlap, OVERLAP_MODES)
+        _check(
+            isinstance(self.workers, int) and 1 <= self.workers <= MAX_WORKERS,
+            "collector.workers",
+            self.workers,
+            f"must be an integer in [1, {MAX_WORKERS}]",
+        )
+        _check(
+            self.workers == 1 or self.overlap != "on",
+            "collector.workers",
+            self.workers,
+            "must be 1 with collector.overlap=on (one worker collects while the update runs)",
+        )
+        _check(
+            num_envs % self.workers == 0,
+            "collector.workers",
+            self.workers,
+            f"must divide env.num_envs ({num_envs}): each worker steps an equal share",
+        )
         _check(
             0 < self.frames_per_batch <= MAX_FRAMES_IN_MEMORY,
             "collector.frames_per_batch",
@@ -659,6 +699,20 @@ class RunConfig:
         check_seed("seed", self.seed)
         _check_finite(self)
         _check_device(self.device)
+        on_cpu = self.device == "cpu"
+        _check(
+            on_cpu or self.collector.overlap != "on",
+            "collector.overlap",
+            self.collector.overlap,
+            "on needs device=cpu (the worker collects on the cores the update leaves free); "
+            "use off or auto",
+        )
+        _check(
+            on_cpu or self.collector.workers == 1,
+            "collector.workers",
+            self.collector.workers,
+            "must be 1 unless device=cpu (worker processes step CPU envs)",
+        )
         if self.model.is_recurrent:
             self.optim.validate_chunks(
                 self.collector.frames_per_batch, self.env.num_envs if num_envs is None else num_envs

@@ -1,13 +1,18 @@
-"""Rollout collection with TorchRL's :class:`~torchrl.collectors.Collector`."""
+"""Rollout collection with TorchRL's collectors: in this process, in workers, or overlapped."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
+from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
-from torchrl.collectors import Collector
+from torchrl.collectors import BaseCollector, Collector, MultiAsyncCollector, MultiSyncCollector
 from torchrl.envs import EnvBase
 
 from mappo_torchrl.config.checks import check_int
+
+EnvFn = Callable[[], EnvBase]
 
 
 def make_collector(
@@ -19,20 +24,39 @@ def make_collector(
     device: torch.device | str | None = None,
     compile_policy: bool = False,
     cudagraph_policy: bool = False,
-) -> Collector:
-    """A :class:`~torchrl.collectors.Collector` (formerly ``SyncDataCollector``).
+    worker_env_fns: list[EnvFn] = (),
+    workers: int = 1,
+    overlap: bool = False,
+    worker_threads: int = 1,
+) -> BaseCollector:
+    """A TorchRL collector yielding ``[num_envs, frames_per_batch // num_envs]`` batches.
 
-    Each iteration yields a ``[num_envs, frames_per_batch // num_envs]``
-    tensordict: one row per vectorised env, one column per step.
+    By default a :class:`~torchrl.collectors.Collector` (formerly
+    ``SyncDataCollector``) steps ``env`` in this process. With ``workers > 1``, a
+    :class:`~torchrl.collectors.MultiSyncCollector` steps ``workers`` copies made
+    by ``worker_env_fn`` in worker processes and the batch stacks their envs
+    (for envs that are not vectorised). With ``overlap``, a
+    :class:`~torchrl.collectors.MultiAsyncCollector` with one worker collects
+    the next batch while this process learns from the last one: each batch is
+    collected by one version of the weights, the one before the latest update
+    (one iteration of policy lag; the stored log-probs are the behaviour
+    policy's, so PPO's ratio stays correct).
 
     Args:
-        env: the env to roll out (already batched, e.g. a VMAS env).
+        env: the env to roll out (already batched, e.g. a VMAS env); with workers
+            it only gives the batch size and device.
         policy: the joint policy of every agent group.
         frames_per_batch: env steps per yielded batch, over all vectorised envs.
         total_frames: env steps after which iteration stops.
         device: where the policy runs and data is stored (defaults to the env's).
         compile_policy: ``torch.compile`` the policy.
         cudagraph_policy: capture the policy as a CUDA graph (CUDA only).
+        worker_env_fns: one function per worker making its env, which holds
+            ``1 / workers`` of ``env``'s vectorised envs; needed with
+            ``workers > 1`` or ``overlap``.
+        workers: env copies stepped in worker processes (1: in this process).
+        overlap: collect in one worker process while the update runs.
+        worker_threads: torch threads of each worker process.
 
     Example:
         >>> from mappo_torchrl.data import make_collector
@@ -50,22 +74,79 @@ def make_collector(
         raise TypeError(f"env={type(env).__name__}: must be a TorchRL env (EnvBase)")
     check_int("frames_per_batch", frames_per_batch, low=1)
     check_int("total_frames", total_frames, low=1)
+    check_int("workers", workers, low=1)
+    check_int("worker_threads", worker_threads, low=1)
     num_envs = max(env.batch_size.numel(), 1)
     if frames_per_batch % num_envs:
         raise ValueError(
             f"frames_per_batch={frames_per_batch}: must be a multiple of the env's batch "
             f"size ({num_envs} vectorised envs)"
         )
+    if overlap and workers > 1:
+        raise ValueError(f"workers={workers}: must be 1 with overlap (one collecting worker)")
+    if (overlap or workers > 1) and len(worker_env_fns) != workers:
+        raise ValueError(
+            f"worker_env_fns: {len(worker_env_fns)} given, workers={workers} need one each"
+        )
     device = env.device if device is None else device
+    common = {
+        "frames_per_batch": frames_per_batch,
+        "total_frames": total_frames,
+        "device": device,
+        "storing_device": device,
+        "compile_policy": compile_policy or None,
+        "cudagraph_policy": cudagraph_policy or None,
+    }
+    if overlap:
+        return MultiAsyncCollector(
+            list(worker_env_fns),
+            policy,
+            # The weights are sent just before the worker starts a batch, so a
+            # batch never mixes two versions of the policy.
+            update_at_each_batch=True,
+            num_sub_threads=worker_threads,
+            num_threads=torch.get_num_threads(),
+            **common,
+        )
+    if workers > 1:
+        # Batches come stacked as [workers, *worker_env_batch, T]: see env_rows.
+        return MultiSyncCollector(
+            list(worker_env_fns),
+            policy,
+            cat_results="stack",
+            num_sub_threads=worker_threads,
+            num_threads=torch.get_num_threads(),
+            **common,
+        )
     return Collector(
         env,
         policy,
-        frames_per_batch=frames_per_batch,
-        total_frames=total_frames,
-        device=device,
-        storing_device=device,
         # The env already carries its transforms; nothing to move onto the policy.
         auto_register_policy_transforms=False,
-        compile_policy=compile_policy or None,
-        cudagraph_policy=cudagraph_policy or None,
+        **common,
     )
+
+
+def env_rows(batch: TensorDictBase) -> TensorDictBase:
+    """``batch`` as ``[envs, T]``: the workers' stacked ``[workers, *envs, T]`` flattened.
+
+    A batch from one process (``[envs, T]`` or an unbatched env's ``[T]``) is
+    returned as it is.
+
+    Example:
+        >>> import torch
+        >>> from tensordict import TensorDict
+        >>> env_rows(TensorDict(batch_size=[2, 30, 100])).batch_size
+        torch.Size([60, 100])
+    """
+    return batch.reshape(-1, batch.shape[-1]) if batch.ndim > 2 else batch
+
+
+def next_batch_ready(collector: BaseCollector) -> bool:
+    """Whether an overlapped collector's worker has finished the batch it is collecting.
+
+    Reads the :class:`~torchrl.collectors.MultiAsyncCollector`'s output queue
+    without taking from it (``False`` for any other collector).
+    """
+    queue = getattr(collector, "queue_out", None)
+    return isinstance(collector, MultiAsyncCollector) and queue is not None and not queue.empty()

@@ -6,7 +6,47 @@ import torch
 from torch import nn
 from torchrl.modules import MultiAgentMLP
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
+
+class _SigmoidTanh(torch.autograd.Function):
+    """``tanh(x) = 2 sigmoid(2x) - 1``, with tanh's own backward ``g (1 - y^2)``."""
+
+    generate_vmap_rule = True  # per-agent parameters run under vmap
+
+    @staticmethod
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(2 * x).mul_(2).sub_(1)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(output)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (y,) = ctx.saved_tensors
+        return torch.ops.aten.tanh_backward(grad, y)
+
+
+class Tanh(nn.Module):
+    """``nn.Tanh`` that computes ``2 sigmoid(2x) - 1`` on the CPU, where it is ~3x cheaper.
+
+    torch's CPU tanh kernel is several times slower than its sigmoid (the hidden
+    activations were ~24% of the update's time on the 2-core machine); the two
+    formulas agree to within 2e-7. Elsewhere (CUDA) it is ``torch.tanh``.
+
+    Example:
+        >>> import torch
+        >>> x = torch.linspace(-5, 5, 101)
+        >>> bool((Tanh()(x) - torch.tanh(x)).abs().max() < 1e-6)
+        True
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu":
+            return torch.tanh(x)
+        return _SigmoidTanh.apply(x)
+
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": Tanh, "relu": nn.ReLU}
 
 
 class AgentMLP(MultiAgentMLP):

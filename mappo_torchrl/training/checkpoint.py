@@ -72,6 +72,9 @@ def trainer_state(trainer: Trainer, **extra: Any) -> dict[str, Any]:
     ``extra`` holds plain values to keep alongside (e.g. the elapsed wall time).
     """
     collector = trainer.collector
+    # Worker processes hold the envs of an overlapped or multi-worker collector:
+    # a resumed run then starts fresh episodes, like an env whose state cannot be saved.
+    exact = not trainer.collects_in_workers and resumable_env(trainer.env)
     return {
         "format": FORMAT,
         "config": to_dict(trainer.config),
@@ -86,11 +89,11 @@ def trainer_state(trainer: Trainer, **extra: Any) -> dict[str, Any]:
             for name, group in trainer.groups.items()
         },
         "schedulers": [s.state_dict() for s in trainer.schedulers],
-        "collector": collector.state_dict(),
+        "collector": None if trainer.collects_in_workers else collector.state_dict(),
         # Collector.state_dict leaves out the tensordict it acts on next. It only
         # matches the env's internal state where that state can be saved (VMAS).
-        "carrier": collector._carrier.to_dict() if resumable_env(trainer.env) else None,
-        "env": vmas_state(trainer.env) if resumable_env(trainer.env) else None,
+        "carrier": collector._carrier.to_dict() if exact else None,
+        "env": vmas_state(trainer.env) if exact else None,
         "rng": rng_state(),
         "extra": extra,
     }
@@ -131,9 +134,12 @@ def load_trainer_state(trainer: Trainer, state: dict[str, Any], *, source: str =
             group.critic_optim.load_state_dict(saved["critic_optim"])
         for scheduler, saved in zip(trainer.schedulers, state["schedulers"], strict=True):
             scheduler.load_state_dict(saved)
-        if state["env"] is None:
+        if trainer.collects_in_workers:
+            pass  # the workers' envs start fresh episodes
+        elif state["env"] is None:
             # An env whose state cannot be saved starts fresh episodes on resume.
-            trainer.collector.load_state_dict(state["collector"])
+            if state["collector"] is not None:
+                trainer.collector.load_state_dict(state["collector"])
         else:
             _load_collector(trainer.collector, state["collector"], state["carrier"])
             load_vmas_state(trainer.env, state["env"])

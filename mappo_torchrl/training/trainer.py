@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
@@ -16,7 +17,9 @@ from tqdm.auto import tqdm
 
 from mappo_torchrl.config import RunConfig
 from mappo_torchrl.config.checks import check_multi_agent_env
+from mappo_torchrl.config.schema import ConfigError
 from mappo_torchrl.data import make_collector, make_replay_buffer
+from mappo_torchrl.data.collector import env_rows, next_batch_ready
 from mappo_torchrl.envs import make_env, track_episode_returns
 from mappo_torchrl.envs.partial import hide_goal_after
 from mappo_torchrl.models import add_recurrent_state
@@ -24,7 +27,12 @@ from mappo_torchrl.models.recurrent import recurrent_layers
 from mappo_torchrl.objectives.advantage import shifted_budget
 from mappo_torchrl.training.groups import GroupLearner, make_group_learner
 from mappo_torchrl.training.metrics import LOSS_METRICS, mean_episode_return
-from mappo_torchrl.training.seeding import seed_everything, set_threads, threads_during
+from mappo_torchrl.training.seeding import (
+    available_cores,
+    seed_everything,
+    set_threads,
+    threads_during,
+)
 
 Metrics = dict[str, float]
 
@@ -65,53 +73,102 @@ def make_run_env(
     return env
 
 
+def make_worker_env(
+    config: RunConfig,
+    policy: TensorDictSequential,
+    *,
+    worker: int,
+    env_fn: Callable[[], EnvBase] | None = None,
+) -> EnvBase:
+    """One collection worker's env: ``1 / collector.workers`` of the VMAS envs, or ``env_fn()``.
+
+    Worker ``i`` seeds its VMAS envs with ``seed + i``, so that workers do not
+    repeat each other. The env is ready for ``policy``'s recurrent layers. It
+    runs in a worker process, so everything it needs is pickled there.
+    """
+    if env_fn is not None:
+        env = env_fn()
+        if not _tracks_episode_returns(env):
+            env = track_episode_returns(env)
+    else:
+        workers = 1 if config.collector.overlap_enabled(config.device) else config.collector.workers
+        env = make_run_env(
+            config, seed=config.seed + worker, num_envs=config.env.num_envs // workers
+        )
+    return add_recurrent_state(env, policy)
+
+
 class Trainer:
     """MAPPO/IPPO for every agent group of a TorchRL multi-agent env.
 
-    One iteration collects ``frames_per_batch`` env steps, computes each
-    group's advantages with its GAE module, then runs ``num_epochs`` passes of
-    fixed-size minibatches (of whole chunks of ``optim.chunk_length`` steps for
-    a recurrent model, see :meth:`~mappo_torchrl.training.Trainer.samples`);
-    each minibatch takes one Adam step on every group's actor and critic, with
-    separate gradient clipping. Groups of a
-    heterogeneous env train side by side on the same samples.
+        One iteration collects ``frames_per_batch`` env steps, computes each
+        group's advantages with its GAE module, then runs ``num_epochs`` passes of
+        fixed-size minibatches (of whole chunks of ``optim.chunk_length`` steps for
+        a recurrent model, see :meth:`~mappo_torchrl.training.Trainer.samples`);
+        each minibatch takes one Adam step on every group's actor and critic, with
+        separate gradient clipping. Groups of a
+        heterogeneous env train side by side on the same samples.
 
-    Args:
-        config: the run's configuration (validated here).
-        env: any TorchRL multi-agent env; by default the VMAS scenario of
-            ``config.env``, whose options are then ignored except for checks
-            against this env's batch size. An env without ``episode_reward``
-            tracking gets :func:`~mappo_torchrl.envs.track_episode_returns` added.
+        Args:
+            config: the run's configuration (validated here).
+            env: any TorchRL multi-agent env; by default the VMAS scenario of
+                ``config.env``, whose options are then ignored except for checks
+                against this env's batch size. An env without ``episode_reward``
+                tracking gets :func:`~mappo_torchrl.envs.track_episode_returns` added.
+            env_fn: makes such an env, instead of ``env``; needed for
+                ``collector.workers > 1`` or ``collector.overlap`` with an env that
+                is not the config's VMAS scenario, since worker processes make
+                their own copies. It is called once here and once in each worker.
 
-    Attributes:
-        config: the validated configuration.
-        env: the env being trained on.
-        groups: one :class:`~mappo_torchrl.training.GroupLearner` per agent
-            group, by group name.
-        policy: every group's actor in one module, the collector's policy (with
-            recurrent critics, the collector runs them after it, to store their states).
-        collector: the :class:`~torchrl.collectors.Collector`.
-        buffer: the :class:`~torchrl.data.ReplayBuffer` minibatches come from.
-        iteration: iterations done so far.
-        frames: env steps collected so far.
+        Attributes:
+            config: the validated configuration.
+            env: the env being trained on.
+            groups: one :class:`~mappo_torchrl.training.GroupLearner` per agent
+                group, by group name.
+            policy: every group's actor in one module, the collector's policy (with
+                recurrent critics, the collector runs them after it, to store their states).
+            collector: the :class:`~torchrl.collectors.Collector`.
+            buffer: the :class:`~torchrl.data.ReplayBuffer` minibatches come from.
+            iteration: iterations done so far.
+            frames: env steps collected so far.
 
-    Example:
-        >>> from mappo_torchrl.config import RunConfig
-        >>> from mappo_torchrl.training import Trainer
-        >>> cfg = RunConfig()
-        >>> cfg.env.num_envs, cfg.env.max_steps = 4, 10
-        >>> cfg.collector.frames_per_batch, cfg.collector.total_frames = 40, 80
-        >>> cfg.optim.minibatch_size = 20
-        >>> history = Trainer(cfg).train(progress=False)
-        >>> [m["frames"] for m in history]
-        [40, 80]
-        >>> sorted(k for k in history[-1] if k.startswith("train/"))[:4]
-        ['train/actor_lr', 'train/clip_fraction', 'train/entropy', 'train/episode_return']
+        Example:
+            >>> from mappo_torchrl.config import RunConfig
+    from mappo_torchrl.config.schema import ConfigError
+            >>> from mappo_torchrl.training import Trainer
+            >>> cfg = RunConfig()
+            >>> cfg.env.num_envs, cfg.env.max_steps = 4, 10
+            >>> cfg.collector.frames_per_batch, cfg.collector.total_frames = 40, 80
+            >>> cfg.optim.minibatch_size = 20
+            >>> history = Trainer(cfg).train(progress=False)
+            >>> [m["frames"] for m in history]
+            [40, 80]
+            >>> sorted(k for k in history[-1] if k.startswith("train/"))[:4]
+            ['train/actor_lr', 'train/clip_fraction', 'train/entropy', 'train/episode_return']
     """
 
-    def __init__(self, config: RunConfig, *, env: EnvBase | None = None) -> None:
+    def __init__(
+        self,
+        config: RunConfig,
+        *,
+        env: EnvBase | None = None,
+        env_fn: Callable[[], EnvBase] | None = None,
+    ) -> None:
         if not isinstance(config, RunConfig):
             raise TypeError(f"config={type(config).__name__}: must be a RunConfig")
+        if env is not None and env_fn is not None:
+            raise TypeError("env and env_fn: pass one of them, not both")
+        if env_fn is not None:
+            env = env_fn()
+        elif env is not None and config.collector.uses_workers():
+            raise ConfigError(
+                "collector.overlap" if config.collector.overlap == "on" else "collector.workers",
+                config.collector.overlap
+                if config.collector.overlap == "on"
+                else config.collector.workers,
+                "needs Trainer(env_fn=...) with an env instance: worker processes make their "
+                "own copies of the env",
+            )
         if env is not None:
             check_multi_agent_env("env", env)
         config.validate(num_envs=None if env is None else max(env.batch_size.numel(), 1))
@@ -119,6 +176,7 @@ class Trainer:
         self.device = torch.device(config.device)
         set_threads(config.threads, self.device)
         seed_everything(config.seed)
+        env_is_config = env is None
         if env is None:
             env = make_run_env(config)
         elif not _tracks_episode_returns(env):
@@ -145,6 +203,13 @@ class Trainer:
             # states are stored with the data (the original's rnn_states_critic).
             collect_policy = TensorDictSequential(self.policy, *recurrent_critics)
         self.env = env = add_recurrent_state(env, collect_policy)
+        # A custom env instance cannot go to worker processes: "auto" keeps it here.
+        self.overlap = config.collector.overlap_enabled(config.device) and (
+            env_fn is not None or env_is_config
+        )
+        workers = 1 if self.overlap else config.collector.workers
+        #: Whether worker processes step the envs (their state is not checkpointed).
+        self.collects_in_workers = self.overlap or workers > 1
         self.collector = make_collector(
             env,
             collect_policy,
@@ -153,6 +218,13 @@ class Trainer:
             device=self.device,
             compile_policy=config.perf.compile_policy,
             cudagraph_policy=config.perf.cudagraph_policy,
+            worker_env_fns=[
+                functools.partial(make_worker_env, config, collect_policy, worker=i, env_fn=env_fn)
+                for i in range(workers)
+            ],
+            workers=workers,
+            overlap=self.overlap,
+            worker_threads=max(config.threads, 1),
         )
         frames = config.collector.frames_per_batch
         # A recurrent model's samples are chunks of chunk_length steps of one env.
@@ -172,7 +244,16 @@ class Trainer:
         )
         self.num_iterations = -(-config.collector.total_frames // config.collector.frames_per_batch)
         self.schedulers = self._make_schedulers() if config.optim.lr_decay else []
+        # Overlapped, the collecting worker keeps a core busy during the first part
+        # of the update: the update starts on the cores left and takes them all
+        # once the worker's batch is in (see _widen_threads).
+        cores = available_cores()
+        self.update_threads = self._all_update_threads = min(config.update_threads or cores, cores)
+        if self.overlap and self.device.type == "cpu":
+            left = cores - (config.threads or 1)
+            self.update_threads = max(min(self.update_threads, left), 1)
         self.update_step = self._make_update_step()
+        self._narrow_threads = False
         self.iteration = 0
         self.frames = 0
 
@@ -180,14 +261,24 @@ class Trainer:
 
     def iterations(self) -> Iterator[Metrics]:
         """Run the remaining iterations, yielding each one's metrics."""
+        # Workers start from the weights of now (a resumed run has loaded its own).
+        self.collector.update_policy_weights_()
+        total = self.config.collector.total_frames
         collect_start = time.perf_counter()
+        if self.frames >= total:
+            return
         for batch in self.collector:
+            batch = env_rows(batch)
             collect_s = time.perf_counter() - collect_start
             update_start = time.perf_counter()
-            with threads_during(self.config.update_threads, self.device):
+            self._narrow_threads = self.update_threads < self._all_update_threads
+            with threads_during(self.update_threads, self.device):
                 metrics = self.update(batch)
             update_s = time.perf_counter() - update_start
-            self.collector.update_policy_weights_()
+            if not self.overlap:
+                # Overlapped, the collector sends the weights itself when its
+                # worker starts the next batch, so no batch mixes two policies.
+                self.collector.update_policy_weights_()
             self.iteration += 1
             self.frames += batch.numel()
             metrics.update(
@@ -197,9 +288,13 @@ class Trainer:
                     "time/collect_s": collect_s,
                     "time/update_s": update_s,
                     "time/fps": batch.numel() / (collect_s + update_s),
+                    "collector/policy_lag": float(self.overlap),
                 }
             )
             yield metrics
+            if self.frames >= total:
+                # The collector of a resumed overlapped run counts its frames from zero.
+                break
             collect_start = time.perf_counter()
 
     def train(self, *, progress: bool = True, callbacks: list[Callback] = ()) -> list[Metrics]:
@@ -256,12 +351,21 @@ class Trainer:
             # by one without replacement, without a buffer call per step.
             epoch = self.buffer.sample()
             for minibatch in epoch.split(self.minibatch_size):
+                self._widen_threads()
                 # Recurrent layers run over each chunk (time is its last dim).
                 with set_recurrent_mode(True) if self.recurrent else nullcontext():
                     stats.append(self.update_step(minibatch))
         for scheduler in self.schedulers:
             scheduler.step()
         return self._summarise(episode_return, group_returns, stats)
+
+    def _widen_threads(self) -> None:
+        """Overlapped, the update takes the collecting worker's core once its batch is in."""
+        if self._narrow_threads and next_batch_ready(self.collector):
+            torch.set_num_threads(
+                min(self.config.update_threads or available_cores(), available_cores())
+            )
+            self._narrow_threads = False
 
     def samples(self, batch: TensorDictBase) -> TensorDictBase:
         """The batch as the buffer stores it: single steps, or chunks for a recurrent model.
@@ -333,6 +437,12 @@ class Trainer:
                 metrics[prefix + "episode_return"] = float(values["returns", name])
             for key, value in values["groups", name].items():
                 metrics[prefix + key] = float(value)
+        for name in self.groups:
+            # Before any step of this iteration: 0 when the batch was collected by
+            # these very weights, the policy lag's size when it was collected earlier.
+            prefix = f"train/{name}/" if several else "train/"
+            if "kl_approx" in stats[0][name].keys():
+                metrics[prefix + "behaviour_kl"] = float(stats[0][name, "kl_approx"])
         first = next(iter(self.groups.values()))
         metrics["train/actor_lr"] = float(first.actor_optim.param_groups[0]["lr"])
         return metrics
