@@ -330,12 +330,28 @@ class CollectorConfig:
             self.workers,
             "must be 1 with collector.overlap=on (one worker collects while the update runs)",
         )
-        _check(
-            num_envs % self.workers == 0,
-            "collector.workers",
-            self.workers,
-            f"must divide env.num_envs ({num_envs}): each worker steps an equal share",
-        )
+
+    def validate_workers(self, num_envs: int, *, env_from_config: bool) -> None:
+        """Raise :class:`ConfigError` unless ``workers`` can share the envs evenly.
+
+        The config's VMAS envs are split between the workers; a given env is
+        copied whole into each worker.
+        """
+        if env_from_config:
+            _check(
+                num_envs % self.workers == 0,
+                "collector.workers",
+                self.workers,
+                f"must divide env.num_envs ({num_envs}): each worker steps an equal share",
+            )
+        else:
+            _check(
+                self.frames_per_batch % (num_envs * self.workers) == 0,
+                "collector.workers",
+                self.workers,
+                f"times the env's batch size ({num_envs}) must divide "
+                f"collector.frames_per_batch ({self.frames_per_batch}): each worker steps a copy",
+            )
         _check(
             0 < self.frames_per_batch <= MAX_FRAMES_IN_MEMORY,
             "collector.frames_per_batch",
@@ -673,6 +689,9 @@ class RunConfig:
         self.model.validate()
         self.loss.validate()
         self.collector.validate(self.env.num_envs if num_envs is None else num_envs)
+        self.collector.validate_workers(
+            self.env.num_envs if num_envs is None else num_envs, env_from_config=num_envs is None
+        )
         self.optim.validate(self.collector.frames_per_batch)
         self.eval.validate()
         _check(

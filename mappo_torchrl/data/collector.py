@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import torch
-from tensordict import TensorDictBase
+from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torchrl.collectors import BaseCollector, Collector, MultiAsyncCollector, MultiSyncCollector
 from torchrl.envs import EnvBase
@@ -98,10 +99,13 @@ def make_collector(
         "cudagraph_policy": cudagraph_policy or None,
     }
     if overlap:
-        return MultiAsyncCollector(
+        return OverlappedCollector(
             list(worker_env_fns),
-            policy,
-            # The weights are sent just before the worker starts a batch, so a
+            # The worker runs a copy: TorchRL shares the given policy's parameters
+            # with it, so the trained ones would change under it mid-batch.
+            copy.deepcopy(policy),
+            trained=policy,
+            # The weights are sent when the worker is between two batches, so a
             # batch never mixes two versions of the policy.
             update_at_each_batch=True,
             num_sub_threads=worker_threads,
@@ -125,6 +129,26 @@ def make_collector(
         auto_register_policy_transforms=False,
         **common,
     )
+
+
+class OverlappedCollector(MultiAsyncCollector):
+    """A one-worker :class:`~torchrl.collectors.MultiAsyncCollector` that follows ``trained``.
+
+    TorchRL sends the weights of the policy it was given (which the worker
+    shares) at the start of each of the worker's batches; here those are
+    copied from ``trained``, the module the update steps, so that each batch is
+    collected by exactly one version of the weights: the latest one at the
+    moment the worker starts the batch.
+    """
+
+    def __init__(self, *args, trained: torch.nn.Module, **kwargs) -> None:
+        self._trained = trained
+        super().__init__(*args, **kwargs)
+
+    def update_policy_weights_(self, policy_or_weights=None, **kwargs) -> None:
+        if policy_or_weights is None:
+            policy_or_weights = TensorDict.from_module(self._trained).data
+        super().update_policy_weights_(policy_or_weights, **kwargs)
 
 
 def env_rows(batch: TensorDictBase) -> TensorDictBase:

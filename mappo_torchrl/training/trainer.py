@@ -86,6 +86,9 @@ def make_worker_env(
     repeat each other. The env is ready for ``policy``'s recurrent layers. It
     runs in a worker process, so everything it needs is pickled there.
     """
+    # This runs in the worker process: its own random streams (the policy's
+    # samples) are seeded too, so that a run is reproducible.
+    seed_everything(config.seed + worker)
     if env_fn is not None:
         env = env_fn()
         if not _tracks_episode_returns(env):

@@ -1,0 +1,189 @@
+"""Collection in worker processes: overlapped with the update, or spread over workers."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_config
+from tensordict import TensorDict
+
+from mappo_torchrl.cli.main import main
+from mappo_torchrl.config import ConfigError
+from mappo_torchrl.data.collector import env_rows
+from mappo_torchrl.training import Trainer
+
+
+def _record_updates(trainer: Trainer) -> list[tuple[TensorDict, TensorDict]]:
+    """Make ``trainer`` keep each update's batch and the actor weights the update started from."""
+    seen = []
+    real_update = trainer.update
+    actor = next(iter(trainer.groups.values())).actor
+
+    def update(batch):
+        seen.append((batch.clone(), TensorDict.from_module(actor).clone()))
+        return real_update(batch)
+
+    trainer.update = update
+    return seen
+
+
+def _log_prob_under(trainer: Trainer, weights: TensorDict, batch: TensorDict) -> torch.Tensor:
+    group = trainer.groups["agents"]
+    keys = group.loss.tensor_keys
+    with torch.no_grad(), weights.to_module(group.actor):
+        dist = group.actor.get_dist(batch.clone())
+        return dist.log_prob(batch[keys.action])
+
+
+@pytest.mark.parametrize("overlap", ["off", "on"])
+def test_a_batch_carries_the_log_probs_of_the_weights_that_collected_it(overlap):
+    trainer = Trainer(tiny_config(collector={"overlap": overlap, "total_frames": 160}))
+    seen = _record_updates(trainer)
+    history = trainer.train(progress=False)
+    stored_key = trainer.groups["agents"].loss.tensor_keys.sample_log_prob
+    assert len(seen) == 4
+    for k, (batch, weights) in enumerate(seen):
+        stored = batch[stored_key]
+        now = _log_prob_under(trainer, weights, batch)
+        if overlap == "off" or k == 0:
+            # Collected by the weights the update starts from: PPO's first ratio is 1.
+            torch.testing.assert_close(now, stored, atol=1e-4, rtol=1e-4)
+            assert history[k]["train/behaviour_kl"] == pytest.approx(0.0, abs=1e-6)
+        else:
+            # Overlapped: collected by the weights one update earlier, and only those.
+            before = _log_prob_under(trainer, seen[k - 1][1], batch)
+            torch.testing.assert_close(before, stored, atol=1e-4, rtol=1e-4)
+            assert (now - stored).abs().max() > 1e-3
+            assert history[k]["train/behaviour_kl"] != 0.0
+        assert history[k]["collector/policy_lag"] == (1.0 if overlap == "on" else 0.0)
+
+
+def test_overlapped_runs_with_the_same_seed_are_the_same():
+    runs = [
+        Trainer(tiny_config(collector={"overlap": "on"})).train(progress=False) for _ in range(2)
+    ]
+    for first, second in zip(*runs, strict=True):
+        assert {k: v for k, v in first.items() if not k.startswith("time/")} == {
+            k: v for k, v in second.items() if not k.startswith("time/")
+        }
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_workers_give_batches_of_the_requested_shape(workers):
+    trainer = Trainer(tiny_config(collector={"workers": workers}))
+    seen = _record_updates(trainer)
+    history = trainer.train(progress=False)
+    assert [m["frames"] for m in history] == [40, 80]
+    for batch, _ in seen:
+        assert batch.batch_size == torch.Size([4, 10])  # num_envs x steps, as with one process
+        assert batch["next", "agents", "reward"].shape == (4, 10, 3, 1)
+    if workers == 2:
+        # Each worker steps its own half of the envs, seeded differently.
+        obs = seen[0][0]["agents", "observation"][:, 0]
+        assert not torch.equal(obs[:2], obs[2:])
+
+
+def test_workers_run_copies_of_an_unbatched_env():
+    simple_spread_v3 = pytest.importorskip("mpe2.simple_spread_v3")
+    from torchrl.envs.libs.pettingzoo import PettingZooWrapper
+
+    def spread():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return PettingZooWrapper(
+                simple_spread_v3.parallel_env(N=3, max_cycles=10, continuous_actions=False),
+                use_mask=True,
+                return_state=True,
+                seed=0,
+            )
+
+    config = tiny_config(collector={"workers": 2, "frames_per_batch": 20, "total_frames": 40})
+    config.env.num_envs = 1
+    config.optim.minibatch_size = 10
+    trainer = Trainer(config, env_fn=spread)
+    seen = _record_updates(trainer)
+    history = trainer.train(progress=False)
+    assert [m["frames"] for m in history] == [20, 40]
+    assert seen[0][0].batch_size == torch.Size([2, 10])  # one row per worker's env
+
+
+def test_env_rows_flattens_the_workers_stack():
+    stacked = TensorDict({"x": torch.arange(24).reshape(2, 3, 4)}, batch_size=[2, 3, 4])
+    assert env_rows(stacked).batch_size == torch.Size([6, 4])
+    assert torch.equal(env_rows(stacked)["x"][3], stacked["x"][1, 0])
+    single = TensorDict(batch_size=[5, 4])
+    assert env_rows(single) is single
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"overlap": "yes"}, "collector.overlap='yes': must be one of off, on, auto"),
+        ({"workers": 0}, "collector.workers=0: must be an integer in [1, 256]"),
+        ({"workers": 3}, "collector.workers=3: must divide env.num_envs (4)"),
+        (
+            {"workers": 2, "overlap": "on"},
+            "collector.workers=2: must be 1 with collector.overlap=on",
+        ),
+    ],
+)
+def test_bad_collection_options_are_one_line(overrides, message):
+    with pytest.raises(ConfigError) as info:
+        Trainer(tiny_config(collector=overrides))
+    assert str(info.value).startswith(message)
+    assert "\n" not in str(info.value)
+
+
+def test_an_env_instance_cannot_go_to_workers(nav_env):
+    with pytest.raises(ConfigError, match=r"collector.workers=2: needs Trainer\(env_fn=...\)"):
+        Trainer(tiny_config(collector={"workers": 2}), env=nav_env)
+    # auto keeps a given env instance in this process.
+    trainer = Trainer(tiny_config(collector={"overlap": "auto"}), env=nav_env)
+    assert not trainer.overlap
+    trainer.collector.shutdown()
+
+
+def _checkpoints(run: Path) -> list[Path]:
+    return sorted((run / "checkpoints").glob("ckpt-*.pt"))
+
+
+def test_an_overlapped_run_killed_with_sigkill_resumes_and_finishes(tmp_path):
+    run = tmp_path / "run"
+    argv = [
+        "train", "--run-dir", str(run), "--no-progress",
+        "--env.num_envs", "4", "--env.max_steps", "10",
+        "--collector.frames_per_batch", "40", "--collector.total_frames", "4000",
+        "--collector.overlap", "on",
+        "--optim.minibatch_size", "20", "--optim.num_epochs", "2",
+        "--model.actor_cells", "16", "--model.critic_cells", "16",
+        "--eval.interval", "0", "--checkpoint.interval", "5", "--threads", "1",
+    ]  # fmt: skip
+    child = subprocess.Popen(
+        [sys.executable, "-m", "mappo_torchrl.cli.main", *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # kill -9 the trainer and its collecting worker together
+    )
+    deadline = time.monotonic() + 240
+    while len(_checkpoints(run)) < 2 and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert child.poll() is None, child.stderr.read().decode()
+    os.killpg(child.pid, signal.SIGKILL)
+    child.wait(timeout=60)
+    child.stderr.close()
+    saved = int(_checkpoints(run)[-1].stem.split("-")[1])
+    assert 0 < saved < 100
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    with (run / "metrics.csv").open(newline="") as f:
+        iterations = [int(row["iteration"]) for row in csv.DictReader(f)]
+    assert iterations == list(range(1, 101))  # every iteration once, to the last
+    assert int(_checkpoints(run)[-1].stem.split("-")[1]) == 100
