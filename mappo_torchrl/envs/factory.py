@@ -8,11 +8,11 @@ from typing import Any
 
 import torch
 from torchrl.envs import EnvBase, RewardSum, StepCounter, TransformedEnv
-from torchrl.envs.libs.vmas import VmasEnv
 
 from mappo_torchrl.config.checks import check_int
 from mappo_torchrl.config.schema import MAX_NUM_ENVS, MAX_SEED
 from mappo_torchrl.envs.groups import all_group_keys
+from mappo_torchrl.envs.resets import LoopResetVmasEnv
 from mappo_torchrl.envs.scenarios import SCENARIO_DEFAULTS, check_scenario, check_scenario_kwargs
 
 
@@ -76,7 +76,8 @@ def make_env(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            base = VmasEnv(
+            # VmasEnv with cheaper partial resets (the same states, see envs/resets.py).
+            base = LoopResetVmasEnv(
                 scenario=scenario,
                 num_envs=num_envs,
                 continuous_actions=continuous_actions,
