@@ -98,7 +98,8 @@ def measure_ours(setting: dict, device: str, threads: int, flags: list[str]) -> 
             **dict(flag.split("=", 1) for flag in flags),
         },
     )
-    history = Trainer(config).train(progress=False)
+    clock = CoreClock()
+    history = Trainer(config).train(progress=False, callbacks=[lambda metrics: clock.tick()])
     rows = [
         {
             "frames": setting["frames_per_batch"],
@@ -108,7 +109,7 @@ def measure_ours(setting: dict, device: str, threads: int, flags: list[str]) -> 
         }
         for m in history
     ]
-    return summarise(rows, setting, device)
+    return summarise(rows, setting, device) | clock.idle()
 
 
 def measure_tutorial(setting: dict, device: str, threads: int) -> dict:
@@ -125,7 +126,9 @@ def measure_tutorial(setting: dict, device: str, threads: int) -> dict:
         minibatch_size=setting["minibatch_size"],
         device=device,
     )
-    return summarise(run_tutorial_pipeline(settings), setting, device)
+    clock = CoreClock()
+    rows = run_tutorial_pipeline(settings, callback=lambda row, policy: clock.tick())
+    return summarise(rows, setting, device) | clock.idle()
 
 
 def measure_simulator(setting: dict, device: str, threads: int) -> dict:
@@ -153,6 +156,47 @@ def measure_simulator(setting: dict, device: str, threads: int) -> dict:
 # -- helpers -----------------------------------------------------------------------------
 
 
+class CoreClock:
+    """Each core's idle share between the end of the first iteration and the last one.
+
+    Read from /proc/stat (Linux), so it counts the whole machine: measure on a
+    quiet one. Elsewhere it reports nothing.
+    """
+
+    def __init__(self) -> None:
+        self.first: list[tuple[int, int]] | None = None
+        self.last: list[tuple[int, int]] | None = None
+
+    def tick(self) -> None:
+        now = _cpu_times()
+        if self.first is None:
+            self.first = now
+        self.last = now
+
+    def idle(self) -> dict:
+        if not self.first or self.first is self.last:
+            return {}
+        shares = []
+        for (idle0, total0), (idle1, total1) in zip(self.first, self.last, strict=True):
+            shares.append((idle1 - idle0) / max(total1 - total0, 1))
+        return {"idle_per_core": shares}
+
+
+def _cpu_times() -> list[tuple[int, int]]:
+    """``(idle, total)`` jiffies of each core, from /proc/stat (empty if unreadable)."""
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        name, *fields = line.split()
+        if name.startswith("cpu") and name != "cpu":
+            values = [int(v) for v in fields]
+            out.append((values[3] + values[4], sum(values[:8])))  # idle + iowait
+    return out
+
+
 def summarise(rows: list[dict], setting: dict, device: str) -> dict:
     timed = rows[1:] if len(rows) > 1 else rows  # drop the warm-up iteration
     frames = sum(r["frames"] for r in timed)
@@ -166,6 +210,7 @@ def summarise(rows: list[dict], setting: dict, device: str) -> dict:
         "collect_fps": frames / collect,
         "ms_per_step": 1000 * update / (steps_per_iter * len(timed)),
         "update_share": update / (collect + update),
+        "iteration_s": (collect + update) / len(timed),
         "final_return": rows[-1]["episode_return"],
         **peak_memory(device),
     }
@@ -219,6 +264,19 @@ def run_child(
         tail = proc.stderr.strip().splitlines()[-1:] or ["(no stderr)"]
         raise SystemExit(f"{kind} on {setting_name} failed: {tail[0]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def collect_text(result: dict) -> str:
+    """Collection frames/s, or how long the update waited for an overlapped batch."""
+    if result["update_share"] > 0.95:  # collected in a worker while the update ran
+        wait_ms = 1000 * (1 - result["update_share"]) * result["iteration_s"]
+        return f"overlapped (waits {wait_ms:.0f} ms/iteration)"
+    return fmt(result, "collect_fps")
+
+
+def idle_text(result: dict) -> str:
+    shares = result.get("idle_per_core")
+    return " / ".join(f"{share:.0%}" for share in shares) if shares else "-"
 
 
 def fmt(result: dict, key: str, digits: int = 0) -> str:
@@ -298,10 +356,10 @@ def main() -> None:
     print(f"# command: python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}\n")
     header = (
         "| setting | pipeline | frames/s | collection frames/s | ms/step | update share "
-        "| peak host MiB | peak device MiB | final return | ratio |"
+        "| idle per core | peak host MiB | peak device MiB | final return | ratio |"
     )
     print(header)
-    print("|---" * 10 + "|")
+    print("|---" * 11 + "|")
     for name in args.settings:
         setting = dict(SETTINGS[name])
         if args.iterations:
@@ -329,9 +387,10 @@ def main() -> None:
         for label, result in medians.items():
             ratio = result["fps"] / base["fps"]
             print(
-                f"| {name} | {label} | {fmt(result, 'fps')} | {fmt(result, 'collect_fps')} | "
+                f"| {name} | {label} | {fmt(result, 'fps')} | {collect_text(result)} | "
                 f"{fmt(result, 'ms_per_step', 2)} | {result['update_share']:.0%} | "
-                f"{fmt(result, 'peak_host_mib')} | {fmt(result, 'peak_device_mib')} | "
+                f"{idle_text(result)} | {fmt(result, 'peak_host_mib')} | "
+                f"{fmt(result, 'peak_device_mib')} | "
                 f"{result['final_return']:.3f} | {ratio:.2f}x |"
             )
     if args.scaling:

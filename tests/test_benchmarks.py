@@ -80,3 +80,23 @@ def test_run_table_compares_arms_of_finished_runs(tmp_path):
     assert len(rows) == 1
     assert rows[0].count("(seeds 0,1)") == 2
     assert rows[0].count("±") == 4
+
+
+def test_resets_compares_torchrl_partial_resets_with_ours():
+    out = run("benchmarks/resets.py", "--scenario", "balance", "--batches", "1")
+    rows = [line for line in out.splitlines() if line.startswith("| balance |")]
+    assert [row.split("|")[3].strip() for row in rows] == [
+        "TorchRL VmasEnv",
+        "mappo_torchrl (one RNG swap)",
+    ]
+    envs_reset = [int(row.split("|")[5]) for row in rows]
+    assert envs_reset[0] == envs_reset[1] > 0  # the same episodes end: the same states
+
+
+def test_workers_prints_one_row_per_worker_count():
+    out = run(
+        "benchmarks/workers.py", "--workers", "1", "2", "--repeats", "1",
+        "--iterations", "2", "--frames-per-batch", "100",
+    )  # fmt: skip
+    rows = [line.split("|")[1].strip() for line in out.splitlines() if line.startswith("| ")]
+    assert rows[1:] == ["1", "2"]  # after the header
