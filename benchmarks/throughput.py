@@ -16,6 +16,8 @@ actions through torchrl's VmasEnv) for reference.
         --scaling 60 600 6000 30000
     python benchmarks/throughput.py --ours-flag perf.compile_update=true   # try a fast-path switch
     python benchmarks/throughput.py --recurrent gru --scaling  # GRU vs feed-forward, same settings
+    python benchmarks/throughput.py --settings tutorial tutorial600 --tutorial-threads 2 \
+        --arm collector.overlap=on     # collection overlapped with the update, as its own row
 
 The first iteration of every run (compilation, allocator warm-up) is excluded
 from the rates.
@@ -324,6 +326,14 @@ def main() -> None:
         help="also time mappo_torchrl with these recurrent models (model.recurrent), same "
         "settings, trained on chunks of optim.chunk_length",
     )
+    parser.add_argument(
+        "--arm",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="also time mappo_torchrl with this option changed, as its own row, e.g. "
+        "collector.overlap=on (repeatable)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--child-setting", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -378,6 +388,10 @@ def main() -> None:
             for kind in args.recurrent:
                 runs.setdefault(f"mappo_torchrl, {kind}", []).append(
                     run_child("ours", name, setting, args, flags=(f"model.recurrent={kind}",))
+                )
+            for flag in args.arm:
+                runs.setdefault(f"mappo_torchrl, {flag}", []).append(
+                    run_child("ours", name, setting, args, flags=(flag,))
                 )
         medians = {label: median_run(results) for label, results in runs.items()}
         base = max(

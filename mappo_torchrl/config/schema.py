@@ -299,7 +299,8 @@ class CollectorConfig:
     """Environment steps for the whole run."""
     overlap: str = "off"
     """Collect the next batch in a worker process while the update learns from the last one:
-    on, off, or auto (on for a CPU run, off on CUDA). Each batch is collected by the weights one
+    on, off, or auto (on for a CPU run with collector.workers=1 and an env the workers can make,
+    off otherwise). Each batch is collected by the weights one
     update behind (one iteration of policy lag; PPO's ratio uses the stored log-probs). A
     resumed overlapped run continues, but not bit for bit (see docs/never-lost.md)."""
     workers: int = 1
@@ -309,7 +310,8 @@ class CollectorConfig:
 
     def overlap_enabled(self, device: str) -> bool:
         """Whether ``overlap`` means on, for a run on ``device``."""
-        return self.overlap == "on" or (self.overlap == "auto" and device == "cpu")
+        auto = self.overlap == "auto" and device == "cpu" and self.workers == 1
+        return self.overlap == "on" or auto
 
     def uses_workers(self) -> bool:
         """Whether collection runs in worker processes (overlap on, or several workers)."""
