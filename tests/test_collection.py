@@ -156,7 +156,7 @@ def _checkpoints(run: Path) -> list[Path]:
     return sorted((run / "checkpoints").glob("ckpt-*.pt"))
 
 
-def test_an_overlapped_run_killed_with_sigkill_resumes_and_finishes(tmp_path):
+def test_an_overlapped_run_killed_with_sigkill_resumes_and_finishes(tmp_path, capsys):
     run = tmp_path / "run"
     argv = [
         "train", "--run-dir", str(run), "--no-progress",
@@ -183,6 +183,7 @@ def test_an_overlapped_run_killed_with_sigkill_resumes_and_finishes(tmp_path):
     saved = int(_checkpoints(run)[-1].stem.split("-")[1])
     assert 0 < saved < 100
     assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    assert "continues but not bit for bit" in capsys.readouterr().out
     with (run / "metrics.csv").open(newline="") as f:
         iterations = [int(row["iteration"]) for row in csv.DictReader(f)]
     assert iterations == list(range(1, 101))  # every iteration once, to the last

@@ -268,6 +268,11 @@ def resume(args: argparse.Namespace) -> int:
         save_config(config, path / CONFIG_FILE)
     run_dir.write_status("running", resumed_from=checkpoint.name)
     print(f"mappo: resuming {path} from {checkpoint.name} (iteration {trainer.iteration})")
+    if trainer.collects_in_workers:
+        print(
+            "mappo: the envs ran in worker processes (collector.overlap or collector.workers): "
+            "they start fresh episodes, so the run continues but not bit for bit"
+        )
 
     def session() -> TrainingRun:
         logger = _make_loggers(config, path, state=extra.get("logger"))
