@@ -96,3 +96,34 @@ def test_feature_norm_and_orthogonal_init(nav_env):
     hidden = mlp.params.get(("1", "2", "weight")).detach()
     gain = torch.nn.init.calculate_gain("tanh")
     assert torch.allclose(hidden @ hidden.T, gain**2 * torch.eye(16), atol=1e-4)
+
+
+def test_cpu_tanh_through_sigmoid_matches_torch_tanh_and_its_gradient():
+    from mappo_torchrl.models.mlp import Tanh
+
+    x = torch.linspace(-12, 12, 20_001, dtype=torch.float32, requires_grad=True)
+    ours = Tanh()(x)
+    torch.testing.assert_close(ours, torch.tanh(x), atol=3e-7, rtol=0)
+    (grad,) = torch.autograd.grad(ours.sum(), x)
+    torch.testing.assert_close(grad, 1 - torch.tanh(x.detach()) ** 2, atol=1e-6, rtol=0)
+
+
+def test_per_agent_networks_with_the_cpu_tanh_run_under_vmap():
+    from mappo_torchrl.models import make_mlp
+
+    mlp = make_mlp(
+        n_agent_inputs=4, n_agent_outputs=2, n_agents=3, centralized=False,
+        share_params=False, num_cells=8, depth=2, activation="tanh",
+        feature_norm=False, orthogonal_init=True, head_gain=1.0,
+    )  # fmt: skip
+    x = torch.randn(5, 3, 4)
+    out = mlp(x)
+    out.sum().backward()
+    with torch.no_grad():  # agent 1's output from its own parameters, by hand
+        net = [
+            p[1]
+            for p in (mlp.params.get((str(i), k)) for i in (0, 2, 4) for k in ("weight", "bias"))
+        ]
+        h = torch.tanh(x[:, 1] @ net[0].T + net[1])
+        h = torch.tanh(h @ net[2].T + net[3])
+        torch.testing.assert_close(out[:, 1], h @ net[4].T + net[5], atol=1e-6, rtol=0)
