@@ -32,13 +32,14 @@ PACKAGES = {
 }
 #: Public modules without ``__all__``: their own classes and functions are public.
 MODULES = [
-    "mappo_torchrl.training.rundir",
-    "mappo_torchrl.training.session",
-    "mappo_torchrl.training.evaluation",
-    "mappo_torchrl.training.checkpoint",
-    "mappo_torchrl.training.loggers",
-    "mappo_torchrl.training.rng",
-    "mappo_torchrl.envs.snapshot",
+    "mappo_torchrl.runs.directory",
+    "mappo_torchrl.runs.session",
+    "mappo_torchrl.runs.evaluation",
+    "mappo_torchrl.runs.checkpoint",
+    "mappo_torchrl.runs.loggers",
+    "mappo_torchrl.rng",
+    "mappo_torchrl.training.threads",
+    "mappo_torchrl.envs.vmas_state",
     "mappo_torchrl.viz.video",
     "mappo_torchrl.viz.plot",
     "mappo_torchrl.cli.main",

@@ -10,59 +10,22 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictSequential
 from torchrl.envs import EnvBase
-from torchrl.envs.utils import MarlGroupMapType
 from torchrl.modules import set_recurrent_mode
 from tqdm.auto import tqdm
 
-from mappo_torchrl.config import RunConfig
+from mappo_torchrl.config import PerfConfig, RunConfig
 from mappo_torchrl.config.checks import check_multi_agent_env
 from mappo_torchrl.data import make_collector, make_replay_buffer
-from mappo_torchrl.envs import make_env, track_episode_returns
-from mappo_torchrl.envs.partial import hide_goal_after
+from mappo_torchrl.envs import make_env_from_config, track_episode_returns
 from mappo_torchrl.models import add_recurrent_state
 from mappo_torchrl.models.recurrent import recurrent_layers
 from mappo_torchrl.objectives.advantage import shifted_budget
-from mappo_torchrl.training.groups import GroupLearner, make_group_learner
-from mappo_torchrl.training.metrics import LOSS_METRICS, mean_episode_return
-from mappo_torchrl.training.seeding import seed_everything, set_threads, threads_during
+from mappo_torchrl.rng import seed_everything
+from mappo_torchrl.training.learner import GroupLearner, make_group_learner
+from mappo_torchrl.training.metrics import LOSS_METRICS, Metrics, mean_episode_return
+from mappo_torchrl.training.threads import set_threads, threads_during
 
-Metrics = dict[str, float]
-
-#: ``env.group_map`` names; ``None`` is VMAS's own grouping by agent-name prefix.
-GROUP_MAPS = {
-    "by_name": None,
-    "all_in_one_group": MarlGroupMapType.ALL_IN_ONE_GROUP,
-    "one_group_per_agent": MarlGroupMapType.ONE_GROUP_PER_AGENT,
-}
 Callback = Callable[[Metrics], None]
-
-
-def make_run_env(
-    config: RunConfig, *, seed: int | None = None, num_envs: int | None = None
-) -> EnvBase:
-    """The VMAS env described by ``config.env``, on ``config.device``.
-
-    Args:
-        config: the run's configuration.
-        seed: the env seed; ``config.seed`` if ``None``.
-        num_envs: vectorised envs; ``config.env.num_envs`` if ``None`` (evaluation
-            envs run one episode per env).
-    """
-    env = make_env(
-        config.env.scenario,
-        num_envs=config.env.num_envs if num_envs is None else num_envs,
-        max_steps=config.env.max_steps,
-        continuous_actions=config.env.continuous_actions,
-        truncate_at_max_steps=config.env.truncate_at_max_steps,
-        device=config.device,
-        seed=config.seed if seed is None else seed,
-        scenario_kwargs=config.env.scenario_kwargs,
-        group_map=GROUP_MAPS[config.env.group_map],
-    )
-    if config.env.goal_visible_steps > 0:
-        all_goals = bool(config.env.scenario_kwargs.get("observe_all_goals", False))
-        env = hide_goal_after(env, config.env.goal_visible_steps, observe_all_goals=all_goals)
-    return env
 
 
 class Trainer:
@@ -72,9 +35,22 @@ class Trainer:
     group's advantages with its GAE module, then runs ``num_epochs`` passes of
     fixed-size minibatches (of whole chunks of ``optim.chunk_length`` steps for
     a recurrent model, see :meth:`~mappo_torchrl.training.Trainer.samples`);
-    each minibatch takes one Adam step on every group's actor and critic, with
-    separate gradient clipping. Groups of a
-    heterogeneous env train side by side on the same samples.
+    each minibatch takes one step (:meth:`update_step`) on every group's actor
+    and critic. Groups of a heterogeneous env train side by side on the same
+    samples.
+
+    Reading order: :meth:`train` runs :meth:`iterations` (collect, :meth:`update`,
+    sync the collector's weights); :meth:`update` computes advantages and runs
+    the epochs of minibatches; :meth:`update_step` is the gradient step, with
+    ``backward()``.
+
+    Each group has two Adam optimisers, one for the actor and one for the
+    critic, each with its own learning rate and its own gradient clipping, as
+    the original MAPPO code does (separate actor and critic optimisers and
+    ``max_grad_norm`` per network). The loop in the README and
+    ``examples/custom_loop.py`` is shorter on purpose: one Adam over the
+    whole loss with one joint clipping, which is what TorchRL's multi-agent
+    PPO tutorial does.
 
     Args:
         config: the run's configuration (validated here).
@@ -96,7 +72,7 @@ class Trainer:
         frames: env steps collected so far.
 
     Example:
-        >>> from mappo_torchrl.config import RunConfig
+        >>> from mappo_torchrl.config import PerfConfig, RunConfig
         >>> from mappo_torchrl.training import Trainer
         >>> cfg = RunConfig()
         >>> cfg.env.num_envs, cfg.env.max_steps = 4, 10
@@ -120,7 +96,7 @@ class Trainer:
         set_threads(config.threads, self.device)
         seed_everything(config.seed)
         if env is None:
-            env = make_run_env(config)
+            env = make_env_from_config(config)
         elif not _tracks_episode_returns(env):
             env = track_episode_returns(env)
         self.groups: dict[str, GroupLearner] = {
@@ -172,14 +148,21 @@ class Trainer:
         )
         self.num_iterations = -(-config.collector.total_frames // config.collector.frames_per_batch)
         self.schedulers = self._make_schedulers() if config.optim.lr_decay else []
-        self.update_step = self._make_update_step()
+        # update_step itself, or compiled / captured as a CUDA graph as config.perf says.
+        self.compiled_update_step = compile_update_step(
+            self.update_step, config.perf, device=self.device
+        )
         self.iteration = 0
         self.frames = 0
 
     # -- the loop ---------------------------------------------------------------
 
     def iterations(self) -> Iterator[Metrics]:
-        """Run the remaining iterations, yielding each one's metrics."""
+        """Run the remaining iterations, yielding each one's metrics.
+
+        Each iteration: collect a batch, :meth:`update` on it (advantages, then
+        epochs x minibatches of :meth:`update_step`), sync the collector's weights.
+        """
         collect_start = time.perf_counter()
         for batch in self.collector:
             collect_s = time.perf_counter() - collect_start
@@ -258,7 +241,7 @@ class Trainer:
             for minibatch in epoch.split(self.minibatch_size):
                 # Recurrent layers run over each chunk (time is its last dim).
                 with set_recurrent_mode(True) if self.recurrent else nullcontext():
-                    stats.append(self.update_step(minibatch))
+                    stats.append(self.compiled_update_step(minibatch))
         for scheduler in self.schedulers:
             scheduler.step()
         return self._summarise(episode_return, group_returns, stats)
@@ -277,11 +260,12 @@ class Trainer:
         chunks = steps // self.chunk_length
         return batch.reshape(envs * chunks, self.chunk_length)
 
-    def _update_step_eager(self, minibatch: TensorDictBase) -> TensorDict:
+    def update_step(self, minibatch: TensorDictBase) -> TensorDict:
         """Loss, backward, clipping and an Adam step for every group; detached stats.
 
-        No host synchronisation happens here, so it can be compiled or
-        captured as a CUDA graph (see :class:`~mappo_torchrl.config.PerfConfig`).
+        Actor and critic are clipped and stepped separately (see the class
+        docstring). No host synchronisation happens here, so it can be compiled
+        or captured as a CUDA graph (:func:`compile_update_step`).
         """
         max_norm = self.config.optim.max_grad_norm
         keep_grads = self.config.perf.cudagraph_update  # a graph needs static grad tensors
@@ -303,16 +287,6 @@ class Trainer:
             summary["grad_norm_critic"] = critic_norm.detach()
             stats[name] = summary
         return TensorDict(stats)
-
-    def _make_update_step(self) -> Callable[[TensorDictBase], TensorDict]:
-        step = self._update_step_eager
-        if self.config.perf.compile_update:
-            step = torch.compile(step)
-        if self.config.perf.cudagraph_update:
-            from tensordict.nn import CudaGraphModule
-
-            step = CudaGraphModule(step, in_keys=[], warmup=3, device=self.device)
-        return step
 
     def _summarise(
         self,
@@ -344,6 +318,20 @@ class Trainer:
             for group in self.groups.values()
             for optim in (group.actor_optim, group.critic_optim)
         ]
+
+
+def compile_update_step(
+    step: Callable[[TensorDictBase], TensorDict], perf: PerfConfig, *, device: torch.device
+) -> Callable[[TensorDictBase], TensorDict]:
+    """``step`` compiled with ``torch.compile`` (``perf.compile_update``) and/or captured
+    as a CUDA graph (``perf.cudagraph_update``); ``step`` itself when neither is on."""
+    if perf.compile_update:
+        step = torch.compile(step)
+    if perf.cudagraph_update:
+        from tensordict.nn import CudaGraphModule
+
+        step = CudaGraphModule(step, in_keys=[], warmup=3, device=device)
+    return step
 
 
 def _progress_returns(metrics: Metrics, groups) -> dict[str, str]:
