@@ -265,7 +265,7 @@ class Trainer:
 
         Actor and critic are clipped and stepped separately (see the class
         docstring). No host synchronisation happens here, so it can be compiled
-        or captured as a CUDA graph (:func:`compile_update_step`).
+        or captured as a CUDA graph (``compile_update_step`` in this module).
         """
         max_norm = self.config.optim.max_grad_norm
         keep_grads = self.config.perf.cudagraph_update  # a graph needs static grad tensors
