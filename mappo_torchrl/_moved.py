@@ -1,8 +1,9 @@
-"""Old module paths, still importable (with a ``FutureWarning``) after the modules moved.
+"""Old module paths and names, still importable (with a ``FutureWarning``) after a move.
 
 ``import mappo_torchrl.training.checkpoint`` gives a module holding the names of
-:mod:`mappo_torchrl.runs.checkpoint`, and so on for every path in :data:`MOVED`.
-New code should import the new paths; these go away in a later version.
+:mod:`mappo_torchrl.runs.checkpoint`, and so on for every path in :data:`MOVED`;
+the renamed names in :data:`RENAMED` still resolve in their old module. New code
+should use the new paths and names; these go away in a later version.
 """
 
 from __future__ import annotations
@@ -27,6 +28,26 @@ MOVED: dict[str, tuple[str, ...]] = {
     "mappo_torchrl.envs.groups": ("mappo_torchrl.envs.keys",),
     "mappo_torchrl.envs.snapshot": ("mappo_torchrl.envs.vmas_state",),
 }
+
+
+#: (module, old name) -> (module, new name) of what it is now.
+RENAMED: dict[tuple[str, str], tuple[str, str]] = {
+    ("mappo_torchrl.training", "make_run_env"): ("mappo_torchrl.envs", "make_env_from_config"),
+    ("mappo_torchrl.runs.session", "TrainingRun"): (
+        "mappo_torchrl.runs.session",
+        "TrainingSession",
+    ),
+}
+
+
+def renamed(module: str, name: str):
+    """What ``module.name`` is now called, with a ``FutureWarning``; the module's
+    ``__getattr__`` for names it no longer has."""
+    if (module, name) not in RENAMED:
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    new_module, new_name = RENAMED[module, name]
+    warnings.warn(f"{module}.{name} is now {new_module}.{new_name}", FutureWarning, stacklevel=3)
+    return getattr(importlib.import_module(new_module), new_name)
 
 
 class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):

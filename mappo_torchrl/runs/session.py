@@ -37,6 +37,7 @@ from typing import Any
 
 from torchrl.record.loggers import Logger
 
+from mappo_torchrl import _moved
 from mappo_torchrl.envs import make_env_from_config
 from mappo_torchrl.runs.checkpoint import Checkpointer
 from mappo_torchrl.runs.directory import RunDir
@@ -212,17 +213,8 @@ class TrainingSession:
         return write_video(self.run_dir.path / "videos" / name, frames)
 
 
-def __getattr__(name: str) -> Any:
-    if name == "TrainingRun":  # renamed; kept for code written against the old name
-        import warnings
-
-        warnings.warn(
-            "TrainingRun is now mappo_torchrl.runs.session.TrainingSession",
-            FutureWarning,
-            stacklevel=2,
-        )
-        return TrainingSession
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def __getattr__(name: str) -> Any:  # names that moved: TrainingRun
+    return _moved.renamed(__name__, name)
 
 
 def _plain(value: Any) -> Any:

@@ -7,9 +7,9 @@ evaluation) is in :mod:`mappo_torchrl.runs`.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
+from mappo_torchrl import _moved
 from mappo_torchrl.rng import seed_everything
 from mappo_torchrl.training.learner import GroupLearner, make_group_learner
 from mappo_torchrl.training.metrics import finished_episode_returns, mean_episode_return
@@ -27,14 +27,5 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name == "make_run_env":  # renamed; kept for code written against the old name
-        warnings.warn(
-            "mappo_torchrl.training.make_run_env is now mappo_torchrl.envs.make_env_from_config",
-            FutureWarning,
-            stacklevel=2,
-        )
-        from mappo_torchrl.envs import make_env_from_config
-
-        return make_env_from_config
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def __getattr__(name: str) -> Any:  # names that moved: make_run_env
+    return _moved.renamed(__name__, name)

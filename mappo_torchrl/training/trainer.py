@@ -72,7 +72,7 @@ class Trainer:
         frames: env steps collected so far.
 
     Example:
-        >>> from mappo_torchrl.config import PerfConfig, RunConfig
+        >>> from mappo_torchrl.config import RunConfig
         >>> from mappo_torchrl.training import Trainer
         >>> cfg = RunConfig()
         >>> cfg.env.num_envs, cfg.env.max_steps = 4, 10
@@ -241,6 +241,7 @@ class Trainer:
             for minibatch in epoch.split(self.minibatch_size):
                 # Recurrent layers run over each chunk (time is its last dim).
                 with set_recurrent_mode(True) if self.recurrent else nullcontext():
+                    # update_step, compiled or captured if config.perf says so.
                     stats.append(self.compiled_update_step(minibatch))
         for scheduler in self.schedulers:
             scheduler.step()
