@@ -150,3 +150,9 @@ def test_a_choice_shows_its_values_in_help(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     assert "--model.activation {tanh,relu}" in capsys.readouterr().out
+
+
+def test_every_logger_backend_but_csv_names_the_package_it_needs():
+    from mappo_torchrl.runs.loggers import BACKEND_PACKAGES
+
+    assert ("csv", *BACKEND_PACKAGES) == schema.LOGGERS

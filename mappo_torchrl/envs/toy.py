@@ -41,7 +41,7 @@ class TargetPickingEnv(EnvBase):
 
     Example:
         >>> env = TargetPickingEnv(num_envs=2, n_agents=3)
-        >>> data = env.rollout(4)
+        >>> data = env.rollout(4, break_when_any_done=False)  # 4 steps, whatever the actions
         >>> data["agents", "action_mask"].shape
         torch.Size([2, 4, 3, 5])
     """
