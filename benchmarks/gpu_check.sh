@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The device check for the fast path, prepared to run in one call of the device tool:
-#   run(command="bash benchmarks/gpu_check.sh", carry=[".whl"], timeout_s=540)
-# Wheels: torchrl, tensordict, vmas and their pure-Python needs, downloaded into .whl/
-# (see /work/.library/device/README.md); torch comes with the GPU machine.
+# Checks the CUDA fast path and measures its throughput (about 9 minutes):
+#   bash benchmarks/gpu_check.sh            # results also go to $OUT (default /tmp/out)
+# Needs a machine with an NVIDIA GPU and a CUDA build of torch installed. If .whl/ holds
+# wheels (torchrl, tensordict, vmas and their pure-Python dependencies), they are
+# installed into /tmp/site first, for a machine without a package index.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}

@@ -28,8 +28,8 @@ from mappo_torchrl.config import RunConfig
 from mappo_torchrl.config.io import load_config
 from mappo_torchrl.envs import factory
 from mappo_torchrl.envs.resets import LoopResetVmasEnv
+from mappo_torchrl.runs.checkpoint import checkpoint_files, load_checkpoint, load_weights
 from mappo_torchrl.training import Trainer
-from mappo_torchrl.training.checkpoint import checkpoint_files, load_checkpoint, load_weights
 
 
 class ResetClock:

@@ -52,6 +52,10 @@ def main() -> None:
 
     # -- loss -----------------------------------------------------------------
     loss = make_loss(actor, critic, keys, gamma=0.9, lmbda=0.9)
+    # One Adam over actor and critic with one joint gradient clipping, as TorchRL's
+    # multi-agent PPO tutorial does. mappo_torchrl's Trainer follows the original MAPPO
+    # code instead: per group, one Adam for the actor and one for the critic, each with
+    # its own learning rate and gradient clipping (Trainer.update_step).
     optim = torch.optim.Adam(loss.parameters(), lr=5e-4)
 
     # -- loop -----------------------------------------------------------------

@@ -22,15 +22,16 @@ import torch
 
 from mappo_torchrl.cli.eval import format_table
 from mappo_torchrl.config import RunConfig, from_dict
-from mappo_torchrl.training import Trainer, make_run_env
-from mappo_torchrl.training.checkpoint import (
+from mappo_torchrl.envs import make_env_from_config
+from mappo_torchrl.runs.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     load_trainer_state,
 )
-from mappo_torchrl.training.evaluation import Evaluation
-from mappo_torchrl.training.rundir import RunDir, default_run_dir
-from mappo_torchrl.training.session import TrainingRun
+from mappo_torchrl.runs.directory import RunDir, default_run_dir
+from mappo_torchrl.runs.evaluation import Evaluation
+from mappo_torchrl.runs.session import TrainingSession
+from mappo_torchrl.training import Trainer
 from mappo_torchrl.viz.video import VideoUnavailable, add_renderer, video_format, write_video
 
 
@@ -54,7 +55,7 @@ def main() -> None:
             config.collector.frames_per_batch, config.collector.total_frames = 40, 80
             config.optim.minibatch_size, config.eval.episodes = 20, 4
         run_dir = RunDir.create(default_run_dir(config), config)
-        TrainingRun(Trainer(config), run_dir).train(progress=not args.smoke)
+        TrainingSession(Trainer(config), run_dir).train(progress=not args.smoke)
         run_path = run_dir.path
 
     # -- load the newest checkpoint into a trainer built from its config ----------
@@ -68,7 +69,7 @@ def main() -> None:
     # -- evaluate: whole episodes side by side, the run's evaluation seed --------
     def make_eval_env(num_envs: int, seed: int):
         env_config = dataclasses.replace(config.env, num_envs=num_envs)
-        return make_run_env(dataclasses.replace(config, env=env_config), seed=seed)
+        return make_env_from_config(dataclasses.replace(config, env=env_config), seed=seed)
 
     episodes = 4 if args.smoke else args.episodes
     evaluation = Evaluation(

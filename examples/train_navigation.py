@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 
 from mappo_torchrl.config import RunConfig
+from mappo_torchrl.runs.directory import RunDir
 from mappo_torchrl.training import Trainer
-from mappo_torchrl.training.rundir import RunDir
 
 
 def main() -> None:

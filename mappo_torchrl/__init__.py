@@ -2,10 +2,11 @@
 
 The subpackages follow the pipeline: :mod:`~mappo_torchrl.envs`,
 :mod:`~mappo_torchrl.models`, :mod:`~mappo_torchrl.objectives`,
-:mod:`~mappo_torchrl.data`, :mod:`~mappo_torchrl.training`, with
-:mod:`~mappo_torchrl.config` for the run's options and
-:mod:`~mappo_torchrl.cli` for the ``mappo`` command. The most used names are
-re-exported here.
+:mod:`~mappo_torchrl.data`, :mod:`~mappo_torchrl.training` (the loop), with
+:mod:`~mappo_torchrl.runs` for what runs around the loop (run directory,
+checkpoints, loggers, evaluation), :mod:`~mappo_torchrl.config` for the run's
+options and :mod:`~mappo_torchrl.cli` for the ``mappo`` command. The most used
+names are re-exported here.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
+
+from mappo_torchrl import _moved
+
+_moved.install()
 
 try:
     __version__ = version("mappo_torchrl")

@@ -10,7 +10,7 @@ import torch
 from conftest import tiny_config
 
 from mappo_torchrl.cli.main import main
-from mappo_torchrl.training.checkpoint import save_checkpoint, trainer_state
+from mappo_torchrl.runs.checkpoint import save_checkpoint, trainer_state
 
 TINY = [
     "--env.num_envs", "4",
@@ -344,7 +344,7 @@ def _source_folder(tmp_path, monkeypatch):
 
 def _run_with_a_user_file(tmp_path):
     """A run directory to which the user added a file of their own."""
-    from mappo_torchrl.training.rundir import RunDir
+    from mappo_torchrl.runs.directory import RunDir
 
     run = RunDir.create(tmp_path / "run", tiny_config())
     run.write_status("interrupted")
@@ -387,7 +387,7 @@ def test_plain_folder_without_overwrite_is_not_called_a_run(tmp_path, capsys):
 def test_overwrite_of_the_working_directory_is_refused_even_if_it_is_a_run(
     tmp_path, monkeypatch, capsys
 ):
-    from mappo_torchrl.training.rundir import RunDir
+    from mappo_torchrl.runs.directory import RunDir
 
     run = RunDir.create(tmp_path / "run", tiny_config())
     run.write_status("interrupted")
@@ -400,7 +400,7 @@ def test_overwrite_of_the_working_directory_is_refused_even_if_it_is_a_run(
 
 
 def test_overwrite_replaces_a_stopped_run(tmp_path, capsys):
-    from mappo_torchrl.training.rundir import RunDir, is_run_dir, read_status
+    from mappo_torchrl.runs.directory import RunDir, is_run_dir, read_status
 
     old = RunDir.create(tmp_path / "run", tiny_config())
     old.write_status("interrupted")

@@ -41,7 +41,7 @@ from mappo_torchrl.benchmark.report import (
 )
 from mappo_torchrl.cli.main import main
 from mappo_torchrl.config import RunConfig, save_config
-from mappo_torchrl.training.rundir import RunDir
+from mappo_torchrl.runs.directory import RunDir
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = [

@@ -11,8 +11,7 @@ import torch
 from conftest import tiny_config
 
 from mappo_torchrl.cli.main import main
-from mappo_torchrl.training import Trainer
-from mappo_torchrl.training.checkpoint import (
+from mappo_torchrl.runs.checkpoint import (
     CheckpointError,
     checkpoint_files,
     load_checkpoint,
@@ -20,8 +19,9 @@ from mappo_torchrl.training.checkpoint import (
     save_checkpoint,
     trainer_state,
 )
-from mappo_torchrl.training.rundir import RunDir, read_status
-from mappo_torchrl.training.session import StopRequested, TrainingRun
+from mappo_torchrl.runs.directory import RunDir, read_status
+from mappo_torchrl.runs.session import StopRequested, TrainingSession
+from mappo_torchrl.training import Trainer
 
 # 6 iterations of 40 frames, evaluation and a checkpoint every 2.
 TINY = [
@@ -44,9 +44,9 @@ TINY = [
 # written if due): print a marker, then do what argv[1] says (sleep or SIGINT).
 HOOKED_MAPPO = """
 import os, signal, sys, time
-from mappo_torchrl.training import session
+from mappo_torchrl.runs import session
 at, action = int(sys.argv[1]), sys.argv[2]
-original = session.TrainingRun.after_iteration
+original = session.TrainingSession.after_iteration
 def hooked(self, metrics):
     if action == "sigint" and self.trainer.iteration == at:
         os.kill(os.getpid(), signal.SIGINT)
@@ -54,7 +54,7 @@ def hooked(self, metrics):
     if action == "sleep" and self.trainer.iteration == at:
         print("ITERATION-DONE", flush=True)
         time.sleep(300)
-session.TrainingRun.after_iteration = hooked
+session.TrainingSession.after_iteration = hooked
 from mappo_torchrl.cli.main import main
 sys.exit(main(sys.argv[3:]))
 """
@@ -160,7 +160,7 @@ def test_only_the_newest_checkpoints_are_kept(tmp_path):
     cfg = tiny_config(collector={"total_frames": 160})
     cfg.checkpoint.interval, cfg.checkpoint.keep = 1, 2
     cfg.eval.interval = 0
-    run = TrainingRun(Trainer(cfg), RunDir.create(tmp_path / "run", cfg))
+    run = TrainingSession(Trainer(cfg), RunDir.create(tmp_path / "run", cfg))
     run.train(progress=False)
     assert [p.name for p in checkpoint_files(tmp_path / "run")] == [
         "ckpt-000003.pt",
@@ -192,7 +192,7 @@ def stopped_run(tmp_path_factory):
     cfg = tiny_config()
     cfg.eval.interval = 0
     path = tmp_path_factory.mktemp("stopped") / "run"
-    run = TrainingRun(Trainer(cfg), RunDir.create(path, cfg))
+    run = TrainingSession(Trainer(cfg), RunDir.create(path, cfg))
     run.request_stop()
     with pytest.raises(StopRequested):
         run.train(progress=False)
@@ -287,7 +287,7 @@ def test_weights_of_other_shapes_do_not_load_even_under_the_same_config(tmp_path
 def test_non_vmas_env_checkpoints_everything_but_the_episode(tmp_path):
     """A custom env's state is not saved: learning state round-trips, episodes restart."""
     from mappo_torchrl.envs.toy import TargetPickingEnv
-    from mappo_torchrl.training.checkpoint import (
+    from mappo_torchrl.runs.checkpoint import (
         load_checkpoint,
         load_trainer_state,
         resumable_env,

@@ -3,7 +3,7 @@ import re
 import pytest
 
 from mappo_torchrl.cli.main import main
-from mappo_torchrl.training.checkpoint import checkpoint_files
+from mappo_torchrl.runs.checkpoint import checkpoint_files
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def test_prints_per_agent_and_team_returns(run_dir, capsys):
 
 def test_final_evaluation_of_training_matches_mappo_eval(run_dir, capsys):
     """Same checkpoint, same eval seed and episode count: the same team return."""
-    from mappo_torchrl.training.rundir import read_metrics
+    from mappo_torchrl.runs.directory import read_metrics
 
     assert main(["eval", str(run_dir), "--episodes", "3"]) == 0
     team = float(_table(capsys)["sum of all agents"].split()[0])

@@ -32,13 +32,14 @@ PACKAGES = {
 }
 #: Public modules without ``__all__``: their own classes and functions are public.
 MODULES = [
-    "mappo_torchrl.training.rundir",
-    "mappo_torchrl.training.session",
-    "mappo_torchrl.training.evaluation",
-    "mappo_torchrl.training.checkpoint",
-    "mappo_torchrl.training.loggers",
-    "mappo_torchrl.training.rng",
-    "mappo_torchrl.envs.snapshot",
+    "mappo_torchrl.runs.directory",
+    "mappo_torchrl.runs.session",
+    "mappo_torchrl.runs.evaluation",
+    "mappo_torchrl.runs.checkpoint",
+    "mappo_torchrl.runs.loggers",
+    "mappo_torchrl.rng",
+    "mappo_torchrl.training.threads",
+    "mappo_torchrl.envs.vmas_state",
     "mappo_torchrl.viz.video",
     "mappo_torchrl.viz.plot",
     "mappo_torchrl.cli.main",
@@ -264,3 +265,17 @@ def test_getting_started_tables_match_what_mappo_train_writes(tmp_path):
     # ...and no documented column that a run no longer writes.
     metric = re.compile(r"(iteration|frames|(train|eval|time)/\w+)")
     assert {name for name in documented if metric.fullmatch(name)} <= columns
+
+
+def test_concepts_layout_names_every_module():
+    text = (DOCS / "concepts.md").read_text()
+    layout = text[text.index("## Where the code lives") :]
+    package = ROOT / "mappo_torchrl"
+    missing = [
+        str(path.relative_to(package))
+        for path in sorted(package.rglob("*.py"))
+        if path.name != "__init__.py" and path.name not in layout
+    ]
+    assert missing == []
+    folders = {p.parent.name for p in package.rglob("*/__init__.py")}
+    assert all(f"{folder}/" in layout for folder in folders), folders

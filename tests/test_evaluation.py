@@ -6,11 +6,11 @@ from conftest import tiny_config
 from tensordict.nn import TensorDictModule
 
 from mappo_torchrl.envs import make_env
+from mappo_torchrl.rng import rng_state
+from mappo_torchrl.runs.directory import RunDir
+from mappo_torchrl.runs.evaluation import Evaluation, run_episodes
+from mappo_torchrl.runs.session import TrainingSession
 from mappo_torchrl.training import Trainer
-from mappo_torchrl.training.evaluation import Evaluation, run_episodes
-from mappo_torchrl.training.rng import rng_state
-from mappo_torchrl.training.rundir import RunDir
-from mappo_torchrl.training.session import TrainingRun
 
 
 class _GoToGoal(torch.nn.Module):
@@ -101,7 +101,7 @@ def test_evaluating_during_training_does_not_change_training(tmp_path):
     def train_metrics(eval_interval, name):
         cfg = tiny_config(collector={"total_frames": 160})
         cfg.eval.interval = eval_interval
-        history = TrainingRun(Trainer(cfg), RunDir.create(tmp_path / name, cfg)).train(
+        history = TrainingSession(Trainer(cfg), RunDir.create(tmp_path / name, cfg)).train(
             progress=False
         )
         return history, [{k: v for k, v in m.items() if k.startswith("train/")} for m in history]

@@ -32,8 +32,8 @@ from test_checkpoint import (  # noqa: F401 - stopped_run is a fixture
 )
 
 from mappo_torchrl.cli.main import main
-from mappo_torchrl.training.checkpoint import checkpoint_files, load_checkpoint
-from mappo_torchrl.training.rundir import read_status, run_state
+from mappo_torchrl.runs.checkpoint import checkpoint_files, load_checkpoint
+from mappo_torchrl.runs.directory import read_status, run_state
 
 ITERATIONS = 20
 # TINY (40 frames an iteration, evaluation every 2) for 20 iterations; a checkpoint
@@ -61,7 +61,8 @@ HOOKED = r"""
 import hashlib, os, resource, signal, sys, time
 from pathlib import Path
 import torch
-from mappo_torchrl.training import checkpoint, rundir, session
+from mappo_torchrl.runs import checkpoint, session
+from mappo_torchrl.runs import directory as rundir
 at, action = int(sys.argv[1]), sys.argv[2]
 action, _, param = action.partition(":")
 
@@ -101,7 +102,8 @@ def log_metrics(self, metrics):
     real_log(self, metrics)
 rundir.RunDir.log_metrics = log_metrics
 
-real_after, real_finish = session.TrainingRun.after_iteration, session.TrainingRun.finish_iteration
+Session = session.TrainingSession
+real_after, real_finish = Session.after_iteration, Session.finish_iteration
 def after_iteration(self, metrics):
     if self.trainer.iteration == at:
         if action in ("signal", "double"):
@@ -124,8 +126,8 @@ def finish_iteration(self, metrics):
             raise RuntimeError("injected evaluation failure")
         type(self.evaluation).__call__ = fail
     real_finish(self, metrics)
-session.TrainingRun.after_iteration = after_iteration
-session.TrainingRun.finish_iteration = finish_iteration
+Session.after_iteration = after_iteration
+Session.finish_iteration = finish_iteration
 from mappo_torchrl.cli.main import main
 sys.exit(main(sys.argv[3:]))
 """

@@ -1,5 +1,5 @@
 """CUDA-only checks of the fast path. CI has no GPU: benchmarks/gpu_check.sh runs these
-on a lent GPU machine. Their CPU counterparts are in test_perf.py."""
+on a CUDA machine. Their CPU counterparts are in test_perf.py."""
 
 import pytest
 import torch
@@ -61,6 +61,6 @@ def test_no_host_sync_in_the_captured_update():
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        trainer.update_step(minibatch)
+        trainer.compiled_update_step(minibatch)  # the captured graph
     finally:
         torch.cuda.set_sync_debug_mode("default")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mappo_torchrl.training.rundir import read_metrics
+from mappo_torchrl.runs.directory import read_metrics
 
 MAPPO = str(Path(sysconfig.get_path("scripts")) / "mappo")
 TAG = [

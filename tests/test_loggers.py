@@ -12,8 +12,8 @@ from conftest import render_launcher
 
 from mappo_torchrl.cli.main import main
 from mappo_torchrl.config import RunConfig
-from mappo_torchrl.training import loggers
-from mappo_torchrl.training.loggers import hparams
+from mappo_torchrl.runs import loggers
+from mappo_torchrl.runs.loggers import hparams
 
 TINY = [
     "--env.num_envs", "4",
@@ -265,15 +265,17 @@ def test_every_logged_metric_is_documented_in_docs_metrics_md(tmp_path):
 
     from conftest import tiny_config
 
+    from mappo_torchrl.runs.directory import RunDir
+    from mappo_torchrl.runs.session import TrainingSession
     from mappo_torchrl.training import Trainer
-    from mappo_torchrl.training.rundir import RunDir
-    from mappo_torchrl.training.session import TrainingRun
 
     table = (Path(__file__).parents[1] / "docs" / "metrics.md").read_text()
     documented = set(re.findall(r"^\| `([^`]+)` \|", table, flags=re.MULTILINE))
     cfg = tiny_config(env={"scenario": "simple_tag", "max_steps": 5})
     cfg.eval.interval = 1
-    history = TrainingRun(Trainer(cfg), RunDir.create(tmp_path / "run", cfg)).train(progress=False)
+    history = TrainingSession(Trainer(cfg), RunDir.create(tmp_path / "run", cfg)).train(
+        progress=False
+    )
     for name in history[-1]:
         # Several groups: train/<group>/x is documented as train/x, eval/<group>/x too.
         general = re.sub(r"^(train|eval)/(adversary|agent)/", r"\1/", name)

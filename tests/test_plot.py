@@ -5,9 +5,9 @@ from conftest import tiny_config
 
 from mappo_torchrl.cli.main import main
 from mappo_torchrl.config import RunConfig
+from mappo_torchrl.runs.directory import RunDir
+from mappo_torchrl.runs.session import TrainingSession
 from mappo_torchrl.training import Trainer
-from mappo_torchrl.training.rundir import RunDir
-from mappo_torchrl.training.session import TrainingRun
 from mappo_torchrl.viz.plot import curves, group_by_config, load_run, make_figure
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -23,7 +23,7 @@ def runs(tmp_path_factory):
         cfg.seed = seed
         cfg.eval.interval = 1
         cfg.eval.episodes = 2
-        TrainingRun(Trainer(cfg), RunDir.create(root / name, cfg)).train(progress=False)
+        TrainingSession(Trainer(cfg), RunDir.create(root / name, cfg)).train(progress=False)
         paths.append(root / name)
     return paths
 

@@ -17,8 +17,8 @@ from mappo_torchrl.config import ConfigError, RunConfig
 from mappo_torchrl.envs import make_env
 from mappo_torchrl.envs.toy import CueMemoryEnv, TargetPickingEnv
 from mappo_torchrl.models import MultiAgentRNN, add_recurrent_state, make_actor, make_critic
+from mappo_torchrl.runs.checkpoint import checkpoint_files, load_checkpoint
 from mappo_torchrl.training import Trainer
-from mappo_torchrl.training.checkpoint import checkpoint_files, load_checkpoint
 
 HIDDEN = ("agents", "actor_hidden")
 CRITIC_HIDDEN = ("agents", "critic_hidden")
@@ -401,10 +401,10 @@ def test_gru_remembers_the_cue_where_feed_forward_cannot():
 
 
 def test_goal_is_zeroed_from_the_given_step_of_each_episode():
-    from mappo_torchrl.training.trainer import make_run_env
+    from mappo_torchrl.envs import make_env_from_config
 
     cfg = tiny_config(env={"goal_visible_steps": 3, "max_steps": 5})
-    env = make_run_env(cfg)
+    env = make_env_from_config(cfg)
     data = env.rollout(8, break_when_any_done=False)
     goal = data["agents", "observation"][..., 4:6].abs().flatten(2).sum(-1)  # [envs, T]
     steps = data["step_count"].squeeze(-1)  # 0 at each reset

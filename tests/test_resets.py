@@ -10,8 +10,8 @@ from torchrl.envs.libs.vmas import VmasEnv
 from mappo_torchrl.benchmark.grid import SUITE
 from mappo_torchrl.envs import make_env
 from mappo_torchrl.envs.resets import LoopResetVmasEnv, reset_envs_where
-from mappo_torchrl.envs.snapshot import vmas_env
-from mappo_torchrl.training.rng import rng_state, set_rng_state
+from mappo_torchrl.envs.vmas_state import vmas_env
+from mappo_torchrl.rng import rng_state, set_rng_state
 
 NUM_ENVS = 6
 DUE = torch.tensor([True, False, False, True, False, True])

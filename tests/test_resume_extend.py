@@ -6,15 +6,15 @@ from conftest import tiny_config
 
 from mappo_torchrl.cli.main import main
 from mappo_torchrl.config import load_config
-from mappo_torchrl.training import Trainer
-from mappo_torchrl.training.checkpoint import (
+from mappo_torchrl.runs.checkpoint import (
     CheckpointError,
     checkpoint_files,
     latest_checkpoint,
     load_checkpoint,
     load_weights,
 )
-from mappo_torchrl.training.rundir import read_metrics, read_status
+from mappo_torchrl.runs.directory import read_metrics, read_status
+from mappo_torchrl.training import Trainer
 
 TINY = [
     "--env.num_envs", "4", "--env.max_steps", "10", "--collector.frames_per_batch", "40",

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from mappo_torchrl.envs import make_env
-from mappo_torchrl.training.rng import isolated_rng, rng_state, set_rng_state
+from mappo_torchrl.rng import isolated_rng, load_rng_state, rng_state
 
 
 def _draws():
@@ -17,7 +17,7 @@ def test_state_round_trips_through_a_weights_only_file():
     torch.save(rng_state(), buffer)
     first = _draws()
     buffer.seek(0)
-    set_rng_state(torch.load(buffer, weights_only=True))
+    load_rng_state(torch.load(buffer, weights_only=True))
     second = _draws()
     assert torch.equal(first[0], second[0])
     assert np.array_equal(first[1], second[1])
@@ -30,7 +30,7 @@ def test_isolated_block_leaves_every_stream_where_it_was():
         _draws()
         make_env("navigation", num_envs=2, seed=99)  # seeds VMAS's shared streams
     expected = _draws()
-    set_rng_state(saved)
+    load_rng_state(saved)
     assert torch.equal(expected[0], _draws()[0])
 
 
@@ -49,12 +49,12 @@ def test_vmas_envs_share_one_random_stream_so_building_a_second_moves_the_first(
     saved = rng_state()
     undisturbed = _reset_positions(train)
 
-    set_rng_state(saved)
+    load_rng_state(saved)
     make_env("navigation", num_envs=2, seed=1)
     disturbed = _reset_positions(train)
     assert not torch.equal(undisturbed, disturbed)
 
-    set_rng_state(saved)
+    load_rng_state(saved)
     with isolated_rng():
         make_env("navigation", num_envs=2, seed=1)
     assert torch.equal(undisturbed, _reset_positions(train))

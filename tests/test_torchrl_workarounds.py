@@ -128,3 +128,139 @@ def test_upstream_value_clip_fires_without_any_parameter_change(nav_env):
     fractions = [upstream(data)["value_clip_fraction"].item() for _ in range(5)]
     assert max(fractions) > 0.1  # the upstream behaviour
     assert [ours(data)["value_clip_fraction"].item() for _ in range(5)] == [0.0] * 5
+
+
+# -- mappo_torchrl.compat: each private TorchRL attribute it reaches, pinned ---------
+
+
+def _collector(env):
+    from mappo_torchrl.data import make_collector
+
+    actor = make_actor(env, "agents", num_cells=8)
+    n = env.batch_size.numel()
+    return make_collector(env, actor, frames_per_batch=2 * n, total_frames=4 * n)
+
+
+def test_collector_carrier_is_the_tensordict_the_next_batch_starts_from(nav_env):
+    from mappo_torchrl.compat import collector_carrier
+
+    collector = _collector(nav_env)
+    batch = next(iter(collector))
+    carrier = collector_carrier(collector)
+    # The carrier holds the last step's "next" observation: where the next batch starts.
+    last_next = batch["next", "agents", "observation"][:, -1]
+    assert torch.equal(carrier["agents", "observation"], last_next)
+    collector.shutdown()
+
+
+def test_trajectory_ids_are_restored_from_the_collector_state(nav_env):
+    from mappo_torchrl.compat import load_trajectory_ids
+
+    collector = _collector(nav_env)
+    next(iter(collector))
+    saved = collector.state_dict()
+    assert "traj_pool" in saved
+    before = {k: v.clone() for k, v in collector._traj_pool.state_dict().items()}
+    collector._traj_pool.get_traj_and_increment(3)
+    load_trajectory_ids(collector, saved["traj_pool"])
+    after = collector._traj_pool.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    collector.shutdown()
+
+
+def test_set_value_estimator_installs_the_estimator(nav_env):
+    from mappo_torchrl.compat import set_value_estimator
+
+    keys = group_keys(nav_env, "agents")
+    loss = make_loss(make_actor(nav_env, "agents"), make_critic(nav_env, "agents"), keys)
+    replacement = MultiAgentGAE(gamma=0.5, lmbda=0.5, value_network=None)
+    set_value_estimator(loss, replacement)
+    assert loss.value_estimator is replacement
+
+
+def test_standardize_per_agent_is_a_masked_per_agent_standardisation():
+    from mappo_torchrl.compat import standardize_per_agent
+
+    gae = MultiAgentGAE(gamma=0.9, lmbda=0.9, value_network=None)
+    adv = torch.randn(4, 10, 3, 1)
+    active = torch.ones(4, 10, 3, dtype=torch.bool)
+    out = standardize_per_agent(gae, adv, active)
+    mean = adv.mean(dim=(0, 1, 3), keepdim=True)
+    std = adv.std(dim=(0, 1, 3), keepdim=True, correction=0)
+    assert torch.allclose(out, (adv - mean) / std, atol=1e-4)
+
+
+def test_agent_net_template_names_the_per_agent_layers():
+    from torch import nn
+
+    from mappo_torchrl.compat import agent_net_template
+    from mappo_torchrl.models import make_mlp
+
+    mlp = make_mlp(
+        n_agent_inputs=4, n_agent_outputs=1, n_agents=3, centralized=False, share_params=False,
+        num_cells=8, depth=2, activation="tanh", feature_norm=False, orthogonal_init=False,
+        head_gain=1.0,
+    )  # fmt: skip
+    linear = [n for n, m in agent_net_template(mlp).named_modules() if isinstance(m, nn.Linear)]
+    assert len(linear) == 3  # two hidden layers and the head
+    assert all(mlp.params.get((*n.split("."), "weight")) is not None for n in linear)
+
+
+def test_wrap_agent_net_wraps_every_agent_network():
+    from torch import nn
+
+    from mappo_torchrl.compat import WrappableMultiAgentMLP
+
+    class Counting(WrappableMultiAgentMLP):
+        wrapped = 0
+
+        def wrap_agent_net(self, net, *, device):
+            type(self).wrapped += 1
+            return nn.Sequential(nn.Identity(), net)
+
+    mlp = Counting(n_agent_inputs=4, n_agent_outputs=2, n_agents=3, centralized=False,
+                   share_params=False, num_cells=8, depth=1)  # fmt: skip
+    assert Counting.wrapped >= 1
+    assert mlp(torch.zeros(5, 3, 4)).shape == (5, 3, 2)
+    assert ("1", "0", "weight") in mlp.params.keys(True, True)  # the net sits inside the wrapper
+
+
+def test_tensorboard_file_writer_takes_summaries(tmp_path):
+    import pytest
+
+    pytest.importorskip("tensorboard")
+    from torch.utils.tensorboard import SummaryWriter
+
+    from mappo_torchrl.compat import tensorboard_file_writer
+
+    writer = SummaryWriter(log_dir=str(tmp_path))
+    assert callable(tensorboard_file_writer(writer).add_summary)
+    writer.close()
+
+
+def test_a_multi_process_collector_shares_the_given_policys_own_parameters(nav_env):
+    """Why the overlapped collector gets a copy of the policy: TorchRL moves the given
+    module's parameters to shared memory, so the worker would see every in-place Adam
+    step of the trained module in the middle of its batch."""
+    from functools import partial
+
+    from torchrl.collectors import MultiAsyncCollector
+
+    from mappo_torchrl.compat import output_queue
+    from mappo_torchrl.envs import make_env
+    from mappo_torchrl.models import make_actor
+
+    actor = make_actor(nav_env, "agents", num_cells=8)
+    assert not any(p.is_shared() for p in actor.parameters())
+    collector = MultiAsyncCollector(
+        [partial(make_env, "navigation", num_envs=2, max_steps=5)],
+        actor,
+        frames_per_batch=10,
+        total_frames=20,
+    )
+    try:
+        assert all(p.is_shared() for p in actor.parameters())
+        assert output_queue(collector).empty()  # no batch yet: nothing was asked for
+    finally:
+        collector.shutdown()

@@ -7,7 +7,7 @@ from conftest import tiny_config
 
 from mappo_torchrl.envs import make_env
 from mappo_torchrl.training import Trainer
-from mappo_torchrl.training.seeding import available_cores, threads_during
+from mappo_torchrl.training.threads import available_cores, threads_during
 
 
 def test_one_run_returns_metrics_per_iteration(tiny):

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mappo_torchrl.benchmark.grid import BenchmarkSpec, Cell
-from mappo_torchrl.training.seeding import available_cores
+from mappo_torchrl.training.threads import available_cores
 
 
 @dataclass

@@ -30,8 +30,8 @@ from mappo_torchrl.config import (
     to_dict,
 )
 from mappo_torchrl.envs import check_scenario
-from mappo_torchrl.training.checkpoint import checkpoint_files
-from mappo_torchrl.training.rundir import CONFIG_FILE, read_status
+from mappo_torchrl.runs.checkpoint import checkpoint_files
+from mappo_torchrl.runs.directory import CONFIG_FILE, read_status
 
 #: The suite of the results page: VMAS scenarios with their default agent counts.
 SUITE = (

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from mappo_torchrl.benchmark.grid import SPEC_FILE, BenchmarkSpec, Cell
-from mappo_torchrl.training.rundir import METRICS_FILE, read_metrics, read_status
+from mappo_torchrl.runs.directory import METRICS_FILE, read_metrics, read_status
 
 #: Iterations at the end of a run whose mean train return is its final return.
 FINAL_ITERATIONS = 10

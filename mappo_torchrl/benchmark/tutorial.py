@@ -13,7 +13,7 @@ installed ``mappo_torchrl``.
 :func:`run_tutorial_cell` wraps it into a run directory like ``mappo train``
 writes (``metrics.csv``, ``status.json``; the settings in ``baseline.yaml``
 instead of ``config.yaml``), evaluated the way ``mappo train`` evaluates
-(:func:`~mappo_torchrl.training.evaluation.run_episodes`, same episodes, seed
+(:func:`~mappo_torchrl.runs.evaluation.run_episodes`, same episodes, seed
 and interval), so the two arms are measured alike. A baseline cell has no
 checkpoint: an interrupted one starts again.
 
@@ -352,9 +352,9 @@ def run_tutorial_cell(
     ``eval_interval`` iterations and after the last, never moving a random
     stream that training reads.
     """
-    from mappo_torchrl.training.evaluation import run_episodes
-    from mappo_torchrl.training.rng import isolated_rng
-    from mappo_torchrl.training.rundir import RunDir, read_metrics
+    from mappo_torchrl.rng import isolated_rng
+    from mappo_torchrl.runs.directory import RunDir, read_metrics
+    from mappo_torchrl.runs.evaluation import run_episodes
 
     path = Path(run_dir)
     if path.exists() and any(path.iterdir()):

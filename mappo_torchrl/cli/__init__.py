@@ -1,1 +1,1 @@
-"""The ``mappo`` command line: ``mappo train`` and ``mappo scenarios``."""
+"""The ``mappo`` command line: one module per sub-command (train, eval, plot, ...)."""

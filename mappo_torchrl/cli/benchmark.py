@@ -123,10 +123,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="only redraw the results of the benchmark directory DIR from its finished cells",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=benchmark_command)
 
 
-def run(args: argparse.Namespace) -> int:
+def benchmark_command(args: argparse.Namespace) -> int:
     """Run (or resume) the grid ``args`` describe and write its results; return the exit code.
 
     0 when every cell finished, 1 when a cell failed, 130 when stopped.
@@ -348,7 +348,7 @@ class _GridProgress:
             self._show()
 
     def done(self, outcome) -> None:
-        from mappo_torchrl.training.rundir import read_status
+        from mappo_torchrl.runs.directory import read_status
 
         label = outcome.cell.label
         with self.lock:

@@ -11,14 +11,14 @@ from tensordict.nn import TensorDictSequential
 
 from mappo_torchrl.cli.options import fail
 from mappo_torchrl.config import ConfigError, RunConfig, from_dict
+from mappo_torchrl.config.checks import first_line
 from mappo_torchrl.config.schema import MAX_NUM_ENVS, check_seed
-from mappo_torchrl.envs import check_scenario
-from mappo_torchrl.training.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
-from mappo_torchrl.training.evaluation import EpisodeResults, Evaluation
-from mappo_torchrl.training.groups import make_group_learner
-from mappo_torchrl.training.rundir import RunDirError, refuse_if_live
-from mappo_torchrl.training.seeding import set_threads
-from mappo_torchrl.training.trainer import make_run_env
+from mappo_torchrl.envs import check_scenario, make_env_from_config
+from mappo_torchrl.runs.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
+from mappo_torchrl.runs.directory import RunDirError, refuse_if_live
+from mappo_torchrl.runs.evaluation import EpisodeResults, Evaluation
+from mappo_torchrl.training.learner import make_group_learner
+from mappo_torchrl.training.threads import set_threads
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -41,10 +41,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--video", metavar="FILE", help="write the first episode to FILE (.mp4)")
     parser.add_argument("--device", default="cpu", help="default: cpu")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=eval_command)
 
 
-def run(args: argparse.Namespace) -> int:
+def eval_command(args: argparse.Namespace) -> int:
     if not 0 < args.episodes <= MAX_NUM_ENVS:
         fail(
             f"mappo eval: error: --episodes={args.episodes}: must be a positive integer, "
@@ -145,7 +145,7 @@ def _evaluation(
     """An :class:`Evaluation` of the checkpoint's actors (a one-line exit if they do not fit)."""
 
     def make_env(num_envs: int, env_seed: int):
-        env = make_run_env(config, seed=env_seed, num_envs=num_envs)
+        env = make_env_from_config(config, seed=env_seed, num_envs=num_envs)
         if args.video:
             from mappo_torchrl.viz.video import add_renderer
 
@@ -153,7 +153,7 @@ def _evaluation(
         return env
 
     # The spec-only env for building the networks; the evaluation builds its own.
-    spec_env = make_run_env(config, num_envs=1)
+    spec_env = make_env_from_config(config, num_envs=1)
     actors = []
     try:
         for group in spec_env.group_map:
@@ -169,8 +169,10 @@ def _evaluation(
             learner.loss.load_state_dict(state["groups"][group]["loss"])
             actors.append(learner.actor)
     except (RuntimeError, KeyError) as err:
-        first = (str(err).strip() or type(err).__name__).splitlines()[0][:200]
-        fail(f"mappo eval: error: checkpoint {str(path)!r} does not fit its config ({first})")
+        fail(
+            f"mappo eval: error: checkpoint {str(path)!r} does not fit its config "
+            f"({first_line(err)})"
+        )
     finally:
         spec_env.close()
     return Evaluation(

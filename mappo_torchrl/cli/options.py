@@ -183,6 +183,8 @@ def _metavar(hint: Any) -> str:
         return "{true,false}"
     if typing.get_origin(hint) is dict:
         return "YAML"
+    if typing.get_origin(hint) is typing.Literal:
+        return "{" + ",".join(typing.get_args(hint)) + "}"
     return getattr(hint, "__name__", "VALUE").upper()
 
 

@@ -28,10 +28,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default="learning_curves.png",
         help="where to write the PNG (default: learning_curves.png)",
     )
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=plot_command)
 
 
-def run(args: argparse.Namespace) -> int:
+def plot_command(args: argparse.Namespace) -> int:
     from mappo_torchrl.viz.plot import PlotError, plot_runs
 
     if not args.out.lower().endswith(".png"):

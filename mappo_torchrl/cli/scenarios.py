@@ -23,10 +23,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("name", nargs="?", metavar="NAME", help="one scenario to describe")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=scenarios_command)
 
 
-def run(args: argparse.Namespace) -> int:
+def scenarios_command(args: argparse.Namespace) -> int:
     """Print the catalogue, or one scenario's details."""
     from mappo_torchrl.envs.catalog import scenario_catalog
 

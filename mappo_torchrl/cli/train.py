@@ -24,9 +24,10 @@ from mappo_torchrl.config import (
     read_config_file,
     save_config,
 )
-from mappo_torchrl.envs import check_scenario
-from mappo_torchrl.training import Trainer
-from mappo_torchrl.training.checkpoint import (
+from mappo_torchrl.config.checks import first_line
+from mappo_torchrl.envs import check_scenario, make_env_from_config
+from mappo_torchrl.rng import isolated_rng
+from mappo_torchrl.runs.checkpoint import (
     CheckpointError,
     checkpoint_files,
     latest_checkpoint,
@@ -35,14 +36,7 @@ from mappo_torchrl.training.checkpoint import (
     load_weights,
     newest_valid_checkpoint,
 )
-from mappo_torchrl.training.loggers import (
-    LoggerUnavailable,
-    check_logger_backend,
-    make_loggers,
-    wandb_mode,
-)
-from mappo_torchrl.training.rng import isolated_rng
-from mappo_torchrl.training.rundir import (
+from mappo_torchrl.runs.directory import (
     CONFIG_FILE,
     RunDir,
     RunDirError,
@@ -51,8 +45,14 @@ from mappo_torchrl.training.rundir import (
     read_status,
     refuse_if_live,
 )
-from mappo_torchrl.training.session import StopRequested, TrainingRun
-from mappo_torchrl.training.trainer import make_run_env
+from mappo_torchrl.runs.loggers import (
+    LoggerUnavailable,
+    check_logger_backend,
+    make_loggers,
+    wandb_mode,
+)
+from mappo_torchrl.runs.session import StopRequested, TrainingSession
+from mappo_torchrl.training import Trainer
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -117,7 +117,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_config_options(parser)
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=train_command)
 
 
 #: The options ``--resume`` accepts: they change where the run ends, or nothing it learns.
@@ -154,7 +154,7 @@ def check_env_builds(config: RunConfig) -> None:
     rejects fail now, before a run directory exists (a one-line ``ValueError``)."""
     with isolated_rng():  # building a VMAS env seeds streams all VMAS envs share
         try:
-            make_run_env(config, num_envs=1).close()
+            make_env_from_config(config, num_envs=1).close()
         except (ValueError, TypeError) as err:
             text = str(err)
             raise ValueError(
@@ -162,7 +162,7 @@ def check_env_builds(config: RunConfig) -> None:
             ) from None
 
 
-def run(args: argparse.Namespace) -> int:
+def train_command(args: argparse.Namespace) -> int:
     """Train as ``args`` say, writing the run directory; return the exit code."""
     if args.resume is not None:
         return resume(args)
@@ -190,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"mappo: training {config.env.scenario}{start} -> {run_dir.path}")
     return _train(
         run_dir,
-        lambda: TrainingRun(
+        lambda: TrainingSession(
             trainer if trainer is not None else Trainer(config),
             run_dir,
             logger=_make_loggers(config, run_dir.path),
@@ -274,23 +274,25 @@ def resume(args: argparse.Namespace) -> int:
             "they start fresh episodes, so the run continues but not bit for bit"
         )
 
-    def session() -> TrainingRun:
+    def make_session() -> TrainingSession:
         logger = _make_loggers(config, path, state=extra.get("logger"))
-        run = TrainingRun(trainer, run_dir, logger=logger, elapsed_s=extra.get("elapsed_s", 0.0))
-        _finish_pending_iteration(run, extra.get("metrics"))
-        return run
+        session = TrainingSession(
+            trainer, run_dir, logger=logger, elapsed_s=extra.get("elapsed_s", 0.0)
+        )
+        _finish_pending_iteration(session, extra.get("metrics"))
+        return session
 
-    return _train(run_dir, session, progress=not args.no_progress)
+    return _train(run_dir, make_session, progress=not args.no_progress)
 
 
-def _finish_pending_iteration(run: TrainingRun, metrics: dict | None) -> None:
+def _finish_pending_iteration(session: TrainingSession, metrics: dict | None) -> None:
     """Log the checkpoint's own iteration if the run stopped before its row was written.
 
     The checkpoint is saved before the iteration's evaluation and logging; a
     crash in between leaves metrics.csv one row short, which this writes
     (the evaluation plays the same episodes: it is seeded on its own).
     """
-    trainer, last = run.trainer, run.run_dir.last_row
+    trainer, last = session.trainer, session.run_dir.last_row
     if last >= trainer.iteration:
         return
     if metrics is None or last != trainer.iteration - 1:
@@ -300,7 +302,7 @@ def _finish_pending_iteration(run: TrainingRun, metrics: dict | None) -> None:
             file=sys.stderr,
         )
         return
-    run.finish_iteration(dict(metrics))
+    session.finish_iteration(dict(metrics))
 
 
 def _init_state(source: str | None) -> dict | None:
@@ -343,7 +345,7 @@ def _check_extras(config: RunConfig) -> None:
             # Render once now: without GL or a display, the first evaluation
             # video would otherwise fail in the middle of training.
             with isolated_rng():  # building a VMAS env seeds streams all VMAS envs share
-                add_renderer(make_run_env(config, num_envs=1)).close()
+                add_renderer(make_env_from_config(config, num_envs=1)).close()
         except VideoUnavailable as err:
             raise ValueError(f"eval.video_interval={config.eval.video_interval}: {err}") from None
 
@@ -436,10 +438,10 @@ def _final_returns(last: list[dict], final_row: dict, groups: list[str]) -> dict
     return out
 
 
-def _failed(run_dir: RunDir, session: TrainingRun | None, err: Exception) -> int:
+def _failed(run_dir: RunDir, session: TrainingSession | None, err: Exception) -> int:
     """Status "failed", then one line: what failed, and what is saved to resume from."""
     iteration = session.trainer.iteration if session is not None else 0
-    what = f"{type(err).__name__}: {(str(err).strip() or '-').splitlines()[0][:300]}"
+    what = f"{type(err).__name__}: {first_line(err, limit=300) if str(err).strip() else '-'}"
     saved = checkpoint_files(run_dir.path)
     if saved:
         keep = f"training through {saved[-1].name} is saved; continue with: "
@@ -456,7 +458,7 @@ class _StopSignals:
     """First Ctrl-C or SIGTERM: stop after this iteration, with a checkpoint. Second: at once."""
 
     def __init__(self) -> None:
-        self.session: TrainingRun | None = None
+        self.session: TrainingSession | None = None
         self.signum = signal.SIGINT
         self.requested = False
 

@@ -43,6 +43,19 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
         raise ValueError(f"{name}={value!r}: must be one of {', '.join(choices)}")
 
 
+def first_line(err: BaseException, *, limit: int = 200) -> str:
+    """The first line of an error's message (its type's name if it has none), at most
+    ``limit`` characters: what one-line error reports quote.
+
+    Example:
+        >>> from mappo_torchrl.config.checks import first_line
+        >>> first_line(ValueError("bad value")), first_line(KeyError())
+        ('bad value', 'KeyError')
+    """
+    text = str(err).strip() or type(err).__name__
+    return text.splitlines()[0][:limit]
+
+
 def check_multi_agent_env(name: str, env: Any, group: str | None = None) -> None:
     """Require a TorchRL env with agent groups (and ``group`` among them, if given)."""
     from torchrl.envs import EnvBase

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from mappo_torchrl.config.checks import first_line
 from mappo_torchrl.config.schema import ConfigError, RunConfig
 
 
@@ -104,8 +105,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     try:
         data = json.loads(text) if path.suffix == ".json" else load_yaml(text)
     except (json.JSONDecodeError, yaml.YAMLError, RecursionError) as err:
-        first_line = str(err).splitlines()[0]
-        raise ConfigError("config", str(path), f"not valid YAML/JSON ({first_line})") from None
+        raise ConfigError(
+            "config", str(path), f"not valid YAML/JSON ({first_line(err, limit=1000)})"
+        ) from None
     data = data or {}
     from_dict(data)  # unknown keys and wrong types fail here, naming the option
     return data
@@ -244,7 +246,7 @@ def field_docs(cls: type) -> dict[str, str]:
 
 def _parse_text(text: str, hint: Any) -> Any:
     """Read a command-line string as a value for a field of type ``hint``."""
-    if hint is str:
+    if hint is str or _is_choice(hint):
         return text
     # YAML 1.1 reads "1e-3" as a string, so numbers are tried first.
     for number in (int, float):
@@ -274,7 +276,7 @@ def _coerce(option: str, value: Any, hint: Any) -> Any:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
         raise ConfigError(option, value, "must be a number")
-    if hint is str:
+    if hint is str or _is_choice(hint):  # a choice's value is checked by validate()
         if isinstance(value, str):
             return value
         raise ConfigError(option, value, "must be a string")
@@ -284,3 +286,8 @@ def _coerce(option: str, value: Any, hint: Any) -> Any:
             return dict(value)
         raise ConfigError(option, value, 'must be a mapping, e.g. {"n_agents": 4}')
     return value
+
+
+def _is_choice(hint: Any) -> bool:
+    """Whether ``hint`` is a ``Literal`` of strings (a field with a fixed set of values)."""
+    return typing.get_origin(hint) is typing.Literal

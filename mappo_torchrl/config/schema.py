@@ -8,7 +8,7 @@ same text.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 
 class ConfigError(ValueError):
@@ -55,11 +55,15 @@ def _choice(option: str, value: Any, choices: tuple[str, ...]) -> None:
     _check(value in choices, option, value, "must be one of " + ", ".join(choices))
 
 
-OVERLAP_MODES = ("off", "on", "auto")
+# Each choice is declared once, here: as a Literal (the field's type, which
+# ``--help`` shows) whose values are the tuple that validation and the factories
+# check against.
+GroupMapName = Literal["by_name", "all_in_one_group", "one_group_per_agent"]
+GROUP_MAPS: tuple[str, ...] = get_args(GroupMapName)
+OverlapMode = Literal["off", "on", "auto"]
+OVERLAP_MODES: tuple[str, ...] = get_args(OverlapMode)
 #: Collection worker processes.
 MAX_WORKERS = 256
-
-GROUP_MAPS = ("by_name", "all_in_one_group", "one_group_per_agent")
 
 
 @dataclass
@@ -79,7 +83,7 @@ class EnvConfig:
     """Continuous (TanhNormal) actions if true, discrete (categorical) actions if false."""
     scenario_kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments for the scenario, e.g. ``{"n_agents": 4}``."""
-    group_map: str = "by_name"
+    group_map: GroupMapName = "by_name"
     """How agents form groups (one actor, critic and loss each): by_name (VMAS groups agents
     by name prefix), all_in_one_group or one_group_per_agent."""
     goal_visible_steps: int = 0
@@ -142,10 +146,14 @@ ENV_OPTIONS = (
     "categorical_actions",
 )
 
-ACTIVATIONS = ("tanh", "relu")
-CRITIC_INPUTS = ("observations", "state", "agent_state")
-ACTION_DISTS = ("tanh_normal", "normal")
-RECURRENT = ("none", "gru", "lstm")
+ActivationName = Literal["tanh", "relu"]
+ACTIVATIONS: tuple[str, ...] = get_args(ActivationName)
+CriticInputName = Literal["observations", "state", "agent_state"]
+CRITIC_INPUTS: tuple[str, ...] = get_args(CriticInputName)
+ActionDistName = Literal["tanh_normal", "normal"]
+ACTION_DISTS: tuple[str, ...] = get_args(ActionDistName)
+RecurrentName = Literal["none", "gru", "lstm"]
+RECURRENT: tuple[str, ...] = get_args(RecurrentName)
 
 
 @dataclass
@@ -160,20 +168,20 @@ class ModelConfig:
     """Width of each hidden layer of the critic."""
     critic_depth: int = 2
     """Number of hidden layers of the critic."""
-    activation: str = "tanh"
+    activation: ActivationName = "tanh"
     """Hidden activation: tanh or relu."""
     share_params: bool = True
     """One set of actor and critic parameters for all agents of a group (false: one per agent)."""
     centralized_critic: bool = True
     """MAPPO critic over all agents' inputs if true; IPPO critic over the agent's own input
     if false."""
-    critic_input: str = "observations"
+    critic_input: CriticInputName = "observations"
     """Centralised critic input: observations (all agents' observations), state (the env's
     global ``state`` entry) or agent_state (the global state plus the agent's one-hot id)."""
     critic_agent_id: bool = False
     """Append the agent's one-hot id to a centralised critic's observations input, so that a
     critic shared by all agents can give each agent its own value (agent_state always has it)."""
-    action_dist: str = "tanh_normal"
+    action_dist: ActionDistName = "tanh_normal"
     """Continuous-action distribution: tanh_normal (a Normal squashed into the action bounds,
     state-dependent scale) or normal (the original code's DiagGaussian: an unbounded Normal
     with a learned state-independent log-std and a closed-form entropy; the env clamps actions
@@ -186,7 +194,7 @@ class ModelConfig:
     orthogonal_init: bool = False
     """Orthogonal weight init with gains (hidden: activation gain, policy head 0.01,
     value head 1)."""
-    recurrent: str = "none"
+    recurrent: RecurrentName = "none"
     """Recurrent networks (rMAPPO): none (feed-forward), gru or lstm. The recurrent layer sits
     between the hidden layers and the output head, keeps one state per agent and is trained on
     chunks of optim.chunk_length steps."""
@@ -226,9 +234,12 @@ class ModelConfig:
         return self.recurrent != "none"
 
 
-CRITIC_LOSSES = ("smooth_l1", "huber", "l2", "l1")
-VALUE_NORMS = ("none", "popart", "running")
-ADVANTAGE_NORMS = ("joint", "per_agent", "none")
+CriticLossName = Literal["smooth_l1", "huber", "l2", "l1"]
+CRITIC_LOSSES: tuple[str, ...] = get_args(CriticLossName)
+ValueNormName = Literal["none", "popart", "running"]
+VALUE_NORMS: tuple[str, ...] = get_args(ValueNormName)
+AdvantageNormName = Literal["joint", "per_agent", "none"]
+ADVANTAGE_NORMS: tuple[str, ...] = get_args(AdvantageNormName)
 
 
 @dataclass
@@ -248,17 +259,17 @@ class LossConfig:
     entropy (tanh_normal)."""
     critic_coeff: float = 1.0
     """Weight of the critic loss."""
-    critic_loss: str = "smooth_l1"
+    critic_loss: CriticLossName = "smooth_l1"
     """Critic distance: smooth_l1 (Huber with delta 1), huber (delta below), l2 or l1."""
     huber_delta: float = 10.0
     """Delta of the huber critic loss (the MAPPO paper uses 10)."""
     clip_value: bool = False
     """PPO-style clipped value loss: the critic output may move at most clip_epsilon from the
     one stored at collection (in normalised units under value_norm), as the original code."""
-    advantage_norm: str = "per_agent"
+    advantage_norm: AdvantageNormName = "per_agent"
     """Standardise advantages over each batch: joint (one mean and std over all agents, the
     original code's), per_agent (one mean and std per agent) or none."""
-    value_norm: str = "none"
+    value_norm: ValueNormName = "none"
     """Value normalisation: none, popart (the original code's ValueNorm: EMA with decay
     value_norm_beta, variance floored at 0.01) or running (exact)."""
     value_norm_beta: float = 0.99999
@@ -297,7 +308,7 @@ class CollectorConfig:
     """Environment steps (summed over the vectorised envs) collected per iteration."""
     total_frames: int = 300_000
     """Environment steps for the whole run."""
-    overlap: str = "off"
+    overlap: OverlapMode = "off"
     """Collect the next batch in a worker process while the update learns from the last one:
     on, off, or auto (on for a CPU run with collector.workers=1 and an env the workers can make,
     off otherwise). Each batch is collected by the weights one

@@ -11,6 +11,7 @@ from tensordict.nn import TensorDictModuleBase
 from torchrl.collectors import BaseCollector, Collector, MultiAsyncCollector, MultiSyncCollector
 from torchrl.envs import EnvBase
 
+from mappo_torchrl.compat import output_queue
 from mappo_torchrl.config.checks import check_int
 
 EnvFn = Callable[[], EnvBase]
@@ -172,5 +173,5 @@ def next_batch_ready(collector: BaseCollector) -> bool:
     Reads the :class:`~torchrl.collectors.MultiAsyncCollector`'s output queue
     without taking from it (``False`` for any other collector).
     """
-    queue = getattr(collector, "queue_out", None)
+    queue = output_queue(collector)
     return isinstance(collector, MultiAsyncCollector) and queue is not None and not queue.empty()

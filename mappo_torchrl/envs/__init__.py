@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 _MODULES = {
     "make_env": "factory",
+    "make_env_from_config": "factory",
     "track_episode_returns": "factory",
-    "GroupKeys": "groups",
-    "all_group_keys": "groups",
-    "group_keys": "groups",
+    "GroupKeys": "keys",
+    "all_group_keys": "keys",
+    "group_keys": "keys",
     "SCENARIO_DEFAULTS": "scenarios",
     "check_scenario": "scenarios",
     "vmas_scenarios": "scenarios",
@@ -27,13 +28,18 @@ __all__ = [
     "check_scenario",
     "group_keys",
     "make_env",
+    "make_env_from_config",
     "track_episode_returns",
     "vmas_scenarios",
 ]
 
 if TYPE_CHECKING:
-    from mappo_torchrl.envs.factory import make_env, track_episode_returns
-    from mappo_torchrl.envs.groups import GroupKeys, all_group_keys, group_keys
+    from mappo_torchrl.envs.factory import (
+        make_env,
+        make_env_from_config,
+        track_episode_returns,
+    )
+    from mappo_torchrl.envs.keys import GroupKeys, all_group_keys, group_keys
     from mappo_torchrl.envs.scenarios import SCENARIO_DEFAULTS, check_scenario, vmas_scenarios
 
 

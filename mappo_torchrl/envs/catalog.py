@@ -96,7 +96,7 @@ def describe_scenario(name: str) -> ScenarioInfo:
     """Build ``name`` as ``mappo train`` would (one env) and record its :class:`ScenarioInfo`."""
     from mappo_torchrl.envs import make_env
     from mappo_torchrl.envs.scenarios import SCENARIO_DEFAULTS
-    from mappo_torchrl.training.rng import isolated_rng
+    from mappo_torchrl.rng import isolated_rng
 
     info = ScenarioInfo(name, kwargs=scenario_kwargs(name))
     for key, value in SCENARIO_DEFAULTS.get(name, {}).items():
@@ -108,7 +108,9 @@ def describe_scenario(name: str) -> ScenarioInfo:
                 for continuous in (True, False)
             }
     except Exception as err:  # scenarios raise whatever they raise
-        info.error = (str(err).strip() or type(err).__name__).splitlines()[0][:200]
+        from mappo_torchrl.config.checks import first_line
+
+        info.error = first_line(err)
         return info
     env = envs[True]
     info.groups = {group: list(agents) for group, agents in env.group_map.items()}
@@ -127,21 +129,10 @@ def scenario_kwargs(name: str) -> dict[str, str]:
     from vmas.scenarios import load
 
     scenario = load(f"{name}.py").Scenario
+    from mappo_torchrl.envs.scenarios import kwargs_read
+
     source = textwrap.dedent(inspect.getsource(scenario.make_world))
-    found: dict[str, str] = {}
-    for node in ast.walk(ast.parse(source)):
-        if (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute)
-            and node.func.attr in ("pop", "get")
-            and isinstance(node.func.value, ast.Name)
-            and node.func.value.id == "kwargs"
-            and node.args
-            and isinstance(node.args[0], ast.Constant)
-        ):
-            default = ast.unparse(node.args[1]) if len(node.args) > 1 else "None"
-            found.setdefault(node.args[0].value, default)
-    return found
+    return kwargs_read(ast.parse(source))
 
 
 def write_catalog(path: str | Path = CATALOG_FILE) -> Path:

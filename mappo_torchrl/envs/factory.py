@@ -4,25 +4,38 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torchrl.envs import EnvBase, RewardSum, StepCounter, TransformedEnv
+from torchrl.envs.utils import MarlGroupMapType
 
-from mappo_torchrl.config.checks import check_int
-from mappo_torchrl.config.schema import MAX_NUM_ENVS, MAX_SEED
-from mappo_torchrl.envs.groups import all_group_keys
+from mappo_torchrl.config.checks import check_int, first_line
+from mappo_torchrl.config.schema import MAX_NUM_ENVS, MAX_SEED, EnvConfig
+from mappo_torchrl.envs.keys import all_group_keys
+from mappo_torchrl.envs.partial import hide_goal_after
 from mappo_torchrl.envs.resets import LoopResetVmasEnv
 from mappo_torchrl.envs.scenarios import SCENARIO_DEFAULTS, check_scenario, check_scenario_kwargs
 
+if TYPE_CHECKING:
+    from mappo_torchrl.config import RunConfig
+
+#: What each ``env.group_map`` choice (:data:`~mappo_torchrl.config.schema.GROUP_MAPS`)
+#: passes to VMAS; ``None`` is VMAS's own grouping by agent-name prefix.
+GROUP_MAP_TYPES: dict[str, MarlGroupMapType | None] = {
+    "by_name": None,
+    "all_in_one_group": MarlGroupMapType.ALL_IN_ONE_GROUP,
+    "one_group_per_agent": MarlGroupMapType.ONE_GROUP_PER_AGENT,
+}
+
 
 def make_env(
-    scenario: str = "navigation",
+    scenario: str = EnvConfig.scenario,
     *,
-    num_envs: int = 60,
-    max_steps: int = 100,
-    continuous_actions: bool = True,
-    truncate_at_max_steps: bool = True,
+    num_envs: int = EnvConfig.num_envs,
+    max_steps: int = EnvConfig.max_steps,
+    continuous_actions: bool = EnvConfig.continuous_actions,
+    truncate_at_max_steps: bool = EnvConfig.truncate_at_max_steps,
     device: str | torch.device = "cpu",
     seed: int | None = None,
     scenario_kwargs: Mapping[str, Any] | None = None,
@@ -88,10 +101,9 @@ def make_env(
                 **kwargs,
             )
         except (AssertionError, TypeError, ValueError, KeyError, IndexError) as err:
-            why = (str(err).strip() or type(err).__name__).splitlines()[0][:200]
             raise ValueError(
                 f"scenario_kwargs={dict(scenario_kwargs or {})!r}: scenario {scenario!r} cannot "
-                f"be built with them ({why})"
+                f"be built with them ({first_line(err)})"
             ) from None
     for warning in caught:  # pass on every warning but the one check_scenario_kwargs covers
         if "passed but not used by the scenario" in str(warning.message):
@@ -124,3 +136,34 @@ def track_episode_returns(env: EnvBase) -> TransformedEnv:
     rewards = list(dict.fromkeys(k.reward for k in keys.values()))
     episode_rewards = list(dict.fromkeys(k.episode_reward for k in keys.values()))
     return TransformedEnv(env, RewardSum(in_keys=rewards, out_keys=episode_rewards))
+
+
+def make_env_from_config(
+    config: RunConfig, *, seed: int | None = None, num_envs: int | None = None
+) -> EnvBase:
+    """The VMAS env ``config.env`` describes, on ``config.device``.
+
+    This is the env :class:`~mappo_torchrl.training.Trainer` trains on and
+    evaluation plays on.
+
+    Args:
+        config: the run's configuration.
+        seed: the env seed; ``config.seed`` if ``None``.
+        num_envs: vectorised envs; ``config.env.num_envs`` if ``None`` (evaluation
+            envs run one episode per env).
+    """
+    env = make_env(
+        config.env.scenario,
+        num_envs=config.env.num_envs if num_envs is None else num_envs,
+        max_steps=config.env.max_steps,
+        continuous_actions=config.env.continuous_actions,
+        truncate_at_max_steps=config.env.truncate_at_max_steps,
+        device=config.device,
+        seed=config.seed if seed is None else seed,
+        scenario_kwargs=config.env.scenario_kwargs,
+        group_map=GROUP_MAP_TYPES[config.env.group_map],
+    )
+    if config.env.goal_visible_steps > 0:
+        all_goals = bool(config.env.scenario_kwargs.get("observe_all_goals", False))
+        env = hide_goal_after(env, config.env.goal_visible_steps, observe_all_goals=all_goals)
+    return env

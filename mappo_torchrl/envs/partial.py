@@ -15,7 +15,7 @@ from tensordict import TensorDictBase
 from tensordict.utils import NestedKey
 from torchrl.envs import StepCounter, Transform, TransformedEnv
 
-from mappo_torchrl.envs.groups import all_group_keys
+from mappo_torchrl.envs.keys import all_group_keys
 
 
 class HideAfterSteps(Transform):

@@ -32,7 +32,7 @@ def reset_envs_where(venv: Environment, mask: torch.Tensor) -> None:
     Example:
         >>> import torch
         >>> from mappo_torchrl.envs import make_env
-        >>> from mappo_torchrl.envs.snapshot import vmas_env
+        >>> from mappo_torchrl.envs.vmas_state import vmas_env
         >>> env = make_env("navigation", num_envs=3, seed=0)
         >>> venv = vmas_env(env)
         >>> before = venv.agents[0].state.pos.clone()

@@ -61,8 +61,16 @@ def scenario_options(name: str) -> tuple[str, ...]:
     found = sorted(root.rglob(f"{name}.py"))
     if not found:
         return ()
-    names = set()
-    for node in ast.walk(ast.parse(found[0].read_text())):
+    return tuple(sorted(kwargs_read(ast.parse(found[0].read_text()))))
+
+
+def kwargs_read(tree) -> dict[str, str]:
+    """The ``kwargs.pop/get("name", default)`` calls in a parsed source: each name with
+    its default as source text (``"None"`` where none is given)."""
+    import ast
+
+    found: dict[str, str] = {}
+    for node in ast.walk(tree):
         if (
             isinstance(node, ast.Call)
             and isinstance(node.func, ast.Attribute)
@@ -73,8 +81,9 @@ def scenario_options(name: str) -> tuple[str, ...]:
             and isinstance(node.args[0], ast.Constant)
             and isinstance(node.args[0].value, str)
         ):
-            names.add(node.args[0].value)
-    return tuple(sorted(names))
+            default = ast.unparse(node.args[1]) if len(node.args) > 1 else "None"
+            found.setdefault(node.args[0].value, default)
+    return found
 
 
 def check_scenario_kwargs(name: str, kwargs) -> None:

@@ -41,7 +41,7 @@ class TargetPickingEnv(EnvBase):
 
     Example:
         >>> env = TargetPickingEnv(num_envs=2, n_agents=3)
-        >>> data = env.rollout(4)
+        >>> data = env.rollout(4, break_when_any_done=False)  # 4 steps, whatever the actions
         >>> data["agents", "action_mask"].shape
         torch.Size([2, 4, 3, 5])
     """
@@ -74,21 +74,7 @@ class TargetPickingEnv(EnvBase):
             state=Bounded(0.0, 1.0, shape=(b, n * (k + 1)), device=self.device),
             shape=(b,),
         )
-        self.action_spec = Composite(
-            agents=Composite(action=Categorical(k, shape=(b, n), device=self.device), shape=(b, n)),
-            shape=(b,),
-        )
-        self.reward_spec = Composite(
-            agents=Composite(reward=Unbounded(shape=(b, n, 1), device=self.device), shape=(b, n)),
-            shape=(b,),
-        )
-        flag = {"n": 2, "shape": (b, 1), "dtype": torch.bool, "device": self.device}
-        self.done_spec = Composite(
-            done=Categorical(**flag),
-            terminated=Categorical(**flag),
-            truncated=Categorical(**flag),
-            shape=(b,),
-        )
+        _set_team_specs(self, b, n, k)
         self.target = torch.zeros(b, n, dtype=torch.long, device=self.device)
         self.active = torch.ones(b, n, dtype=torch.bool, device=self.device)
         self.steps = torch.zeros(b, dtype=torch.long, device=self.device)
@@ -210,21 +196,7 @@ class CueMemoryEnv(EnvBase):
             ),
             shape=(b,),
         )
-        self.action_spec = Composite(
-            agents=Composite(action=Categorical(k, shape=(b, n), device=self.device), shape=(b, n)),
-            shape=(b,),
-        )
-        self.reward_spec = Composite(
-            agents=Composite(reward=Unbounded(shape=(b, n, 1), device=self.device), shape=(b, n)),
-            shape=(b,),
-        )
-        flag = {"n": 2, "shape": (b, 1), "dtype": torch.bool, "device": self.device}
-        self.done_spec = Composite(
-            done=Categorical(**flag),
-            terminated=Categorical(**flag),
-            truncated=Categorical(**flag),
-            shape=(b,),
-        )
+        _set_team_specs(self, b, n, k)
         self.cue = torch.zeros(b, n, dtype=torch.long, device=self.device)
         self.steps = torch.zeros(b, dtype=torch.long, device=self.device)
 
@@ -272,3 +244,23 @@ class CueMemoryEnv(EnvBase):
     def _set_seed(self, seed: int | None) -> None:
         if seed is not None:
             self._generator.manual_seed(seed)
+
+
+def _set_team_specs(env: EnvBase, b: int, n: int, k: int) -> None:
+    """Action, reward and done specs of a toy env: ``b`` envs of ``n`` agents in one
+    ``"agents"`` group, each picking one of ``k`` actions; team done flags at the root."""
+    env.action_spec = Composite(
+        agents=Composite(action=Categorical(k, shape=(b, n), device=env.device), shape=(b, n)),
+        shape=(b,),
+    )
+    env.reward_spec = Composite(
+        agents=Composite(reward=Unbounded(shape=(b, n, 1), device=env.device), shape=(b, n)),
+        shape=(b,),
+    )
+    flag = {"n": 2, "shape": (b, 1), "dtype": torch.bool, "device": env.device}
+    env.done_spec = Composite(
+        done=Categorical(**flag),
+        terminated=Categorical(**flag),
+        truncated=Categorical(**flag),
+        shape=(b,),
+    )

@@ -15,10 +15,18 @@ from torchrl.envs import EnvBase
 from torchrl.modules import IndependentNormal, MaskedCategorical, ProbabilisticActor, TanhNormal
 
 from mappo_torchrl.config.checks import check_choice, check_int, check_multi_agent_env
-from mappo_torchrl.config.schema import ACTION_DISTS, ACTIVATIONS, MAX_CELLS, MAX_DEPTH, ModelConfig
-from mappo_torchrl.envs.groups import GroupKeys, group_keys
-from mappo_torchrl.models.mlp import make_mlp
-from mappo_torchrl.models.recurrent import make_recurrent_body
+from mappo_torchrl.config.schema import (
+    ACTION_DISTS,
+    ACTIVATIONS,
+    MAX_CELLS,
+    MAX_DEPTH,
+    ActionDistName,
+    ActivationName,
+    ModelConfig,
+    RecurrentName,
+)
+from mappo_torchrl.envs.keys import GroupKeys, group_keys
+from mappo_torchrl.models.recurrent import make_agent_network
 
 POLICY_HEAD_GAIN = 0.01
 
@@ -27,16 +35,16 @@ def make_actor(
     env: EnvBase,
     group: str,
     *,
-    num_cells: int = 256,
-    depth: int = 2,
-    activation: str = "tanh",
-    share_params: bool = True,
-    feature_norm: bool = False,
-    orthogonal_init: bool = False,
-    action_dist: str = ModelConfig.action_dist,
-    recurrent: str = "none",
-    rnn_hidden: int = 64,
-    rnn_layers: int = 1,
+    num_cells: int = ModelConfig.actor_cells,
+    depth: int = ModelConfig.actor_depth,
+    activation: ActivationName = ModelConfig.activation,
+    share_params: bool = ModelConfig.share_params,
+    feature_norm: bool = ModelConfig.feature_norm,
+    orthogonal_init: bool = ModelConfig.orthogonal_init,
+    action_dist: ActionDistName = ModelConfig.action_dist,
+    recurrent: RecurrentName = ModelConfig.recurrent,
+    rnn_hidden: int = ModelConfig.rnn_hidden,
+    rnn_layers: int = ModelConfig.rnn_layers,
     device: torch.device | str | None = None,
 ) -> ProbabilisticActor:
     """The policy of one agent group.
@@ -99,39 +107,23 @@ def make_actor(
         n_outputs = action_spec.space.n
     else:
         n_outputs = action_spec.shape[-1] * (1 if gaussian else 2)
-    body, in_key, in_dim = None, keys.observation, obs_dim
-    if recurrent != "none":
-        body = make_recurrent_body(
-            kind=recurrent,
-            in_key=keys.observation,
-            in_dim=obs_dim,
-            name=(keys.group, "actor"),
-            n_agents=keys.n_agents,
-            centralized=False,
-            share_params=share_params,
-            num_cells=num_cells,
-            depth=depth,
-            activation=activation,
-            feature_norm=feature_norm,
-            orthogonal_init=orthogonal_init,
-            rnn_hidden=rnn_hidden,
-            rnn_layers=rnn_layers,
-            device=device,
-        )
-        # The head is one linear layer on the recurrent layer's output.
-        in_key, in_dim, depth = body.module[-1].out_keys[0], rnn_hidden, 0
-    net = make_mlp(
-        n_agent_inputs=in_dim,
-        n_agent_outputs=n_outputs,
+    body, net, in_key = make_agent_network(
+        recurrent=recurrent,
+        in_key=keys.observation,
+        in_dim=obs_dim,
+        n_outputs=n_outputs,
+        name=(keys.group, "actor"),
         n_agents=keys.n_agents,
         centralized=False,
         share_params=share_params,
         num_cells=num_cells,
         depth=depth,
         activation=activation,
-        feature_norm=feature_norm and body is None,
+        feature_norm=feature_norm,
         orthogonal_init=orthogonal_init,
         head_gain=POLICY_HEAD_GAIN,
+        rnn_hidden=rnn_hidden,
+        rnn_layers=rnn_layers,
         device=device,
     )
     if discrete:

@@ -8,10 +8,19 @@ from torch import nn
 from torchrl.envs import EnvBase
 from torchrl.modules import ValueNorm
 
-from mappo_torchrl.config.schema import CRITIC_INPUTS
-from mappo_torchrl.envs.groups import group_keys
-from mappo_torchrl.models.mlp import make_mlp
-from mappo_torchrl.models.recurrent import make_recurrent_body
+from mappo_torchrl.config.checks import check_choice, check_int, check_multi_agent_env
+from mappo_torchrl.config.schema import (
+    ACTIVATIONS,
+    CRITIC_INPUTS,
+    MAX_CELLS,
+    MAX_DEPTH,
+    ActivationName,
+    CriticInputName,
+    ModelConfig,
+    RecurrentName,
+)
+from mappo_torchrl.envs.keys import group_keys
+from mappo_torchrl.models.recurrent import make_agent_network
 
 VALUE_HEAD_GAIN = 1.0
 
@@ -20,20 +29,20 @@ def make_critic(
     env: EnvBase,
     group: str,
     *,
-    centralized: bool = True,
-    critic_input: str = "observations",
-    agent_id: bool = False,
-    death_masking: bool = True,
-    num_cells: int = 256,
-    depth: int = 2,
-    activation: str = "tanh",
-    share_params: bool = True,
-    feature_norm: bool = False,
-    orthogonal_init: bool = False,
+    centralized: bool = ModelConfig.centralized_critic,
+    critic_input: CriticInputName = ModelConfig.critic_input,
+    agent_id: bool = ModelConfig.critic_agent_id,
+    death_masking: bool = ModelConfig.death_masking,
+    num_cells: int = ModelConfig.critic_cells,
+    depth: int = ModelConfig.critic_depth,
+    activation: ActivationName = ModelConfig.activation,
+    share_params: bool = ModelConfig.share_params,
+    feature_norm: bool = ModelConfig.feature_norm,
+    orthogonal_init: bool = ModelConfig.orthogonal_init,
     value_norm: ValueNorm | None = None,
-    recurrent: str = "none",
-    rnn_hidden: int = 64,
-    rnn_layers: int = 1,
+    recurrent: RecurrentName = ModelConfig.recurrent,
+    rnn_hidden: int = ModelConfig.rnn_hidden,
+    rnn_layers: int = ModelConfig.rnn_layers,
     device: torch.device | str | None = None,
 ) -> TensorDictModule:
     """The value function of one agent group, writing ``(group, "state_value")``.
@@ -80,17 +89,11 @@ def make_critic(
         >>> critic(env.reset())["agents", "state_value"].shape
         torch.Size([2, 3, 1])
     """
-    from mappo_torchrl.config.checks import check_choice, check_int, check_multi_agent_env
-    from mappo_torchrl.config.schema import ACTIVATIONS, MAX_CELLS, MAX_DEPTH
-
     check_multi_agent_env("env", env, group)
     check_int("num_cells", num_cells, low=1, high=MAX_CELLS)
     check_int("depth", depth, low=1, high=MAX_DEPTH)
     check_choice("activation", activation, ACTIVATIONS)
-    if critic_input not in CRITIC_INPUTS:
-        raise ValueError(
-            f"critic_input={critic_input!r}: must be one of {', '.join(CRITIC_INPUTS)}"
-        )
+    check_choice("critic_input", critic_input, CRITIC_INPUTS)
     keys = group_keys(env, group)
     device = env.device if device is None else device
     from_state = centralized and critic_input != "observations"
@@ -121,41 +124,27 @@ def make_critic(
         in_dim = shaper.output_dim(source_dim)
         in_keys = [source_key, keys.agent_mask] if death_mask else [source_key]
         modules.append(TensorDictModule(shaper, in_keys=in_keys, out_keys=[in_key]))
-    if recurrent != "none":
-        body = make_recurrent_body(
-            kind=recurrent,
-            in_key=in_key,
-            in_dim=in_dim,
-            name=(group, "critic"),
-            n_agents=keys.n_agents,
-            centralized=mlp_centralized,
-            share_params=share_params,
-            num_cells=num_cells,
-            depth=depth,
-            activation=activation,
-            feature_norm=feature_norm,
-            orthogonal_init=orthogonal_init,
-            rnn_hidden=rnn_hidden,
-            rnn_layers=rnn_layers,
-            device=device,
-        )
-        modules.append(body)
-        # The head is one linear layer on the recurrent layer's output.
-        in_key, in_dim, depth, mlp_centralized = body.module[-1].out_keys[0], rnn_hidden, 0, False
-    net = make_mlp(
-        n_agent_inputs=in_dim,
-        n_agent_outputs=1,
+    body, net, in_key = make_agent_network(
+        recurrent=recurrent,
+        in_key=in_key,
+        in_dim=in_dim,
+        n_outputs=1,
+        name=(group, "critic"),
         n_agents=keys.n_agents,
         centralized=mlp_centralized,
         share_params=share_params,
         num_cells=num_cells,
         depth=depth,
         activation=activation,
-        feature_norm=feature_norm and recurrent == "none",
+        feature_norm=feature_norm,
         orthogonal_init=orthogonal_init,
         head_gain=VALUE_HEAD_GAIN,
+        rnn_hidden=rnn_hidden,
+        rnn_layers=rnn_layers,
         device=device,
     )
+    if body is not None:
+        modules.append(body)
     if value_norm is None:
         modules.append(TensorDictModule(net, in_keys=[in_key], out_keys=[keys.state_value]))
     else:

@@ -6,6 +6,10 @@ import torch
 from torch import nn
 from torchrl.modules import MultiAgentMLP
 
+from mappo_torchrl.compat import WrappableMultiAgentMLP, agent_net_template
+from mappo_torchrl.config.checks import check_choice
+from mappo_torchrl.config.schema import ACTIVATIONS
+
 
 class _SigmoidTanh(torch.autograd.Function):
     """``tanh(x) = 2 sigmoid(2x) - 1``, with tanh's own backward ``g (1 - y^2)``."""
@@ -46,10 +50,11 @@ class Tanh(nn.Module):
         return _SigmoidTanh.apply(x)
 
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": Tanh, "relu": nn.ReLU}
+#: The module of each ``model.activation`` choice (``config.schema.ACTIVATIONS``).
+ACTIVATION_MODULES: dict[str, type[nn.Module]] = {"tanh": Tanh, "relu": nn.ReLU}
 
 
-class AgentMLP(MultiAgentMLP):
+class AgentMLP(WrappableMultiAgentMLP):
     """TorchRL's ``MultiAgentMLP`` with an optional input LayerNorm.
 
     With ``feature_norm=True`` each agent network starts with a LayerNorm over
@@ -63,11 +68,11 @@ class AgentMLP(MultiAgentMLP):
         self.feature_norm = feature_norm
         super().__init__(*args, **kwargs)
 
-    def _build_single_net(self, *, device, **kwargs) -> nn.Module:
-        mlp = super()._build_single_net(device=device, **kwargs)
+    def wrap_agent_net(self, net: nn.Module, *, device) -> nn.Module:
+        """The agent network, behind a LayerNorm with ``feature_norm``."""
         if not self.feature_norm:
-            return mlp
-        return nn.Sequential(nn.LayerNorm(mlp.in_features, device=device), mlp)
+            return net
+        return nn.Sequential(nn.LayerNorm(net.in_features, device=device), net)
 
 
 def make_mlp(
@@ -104,8 +109,7 @@ def make_mlp(
         >>> mlp(torch.zeros(5, 3, 4)).shape  # [batch, n_agents, n_agent_outputs]
         torch.Size([5, 3, 1])
     """
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation={activation!r}: must be one of {', '.join(ACTIVATIONS)}")
+    check_choice("activation", activation, ACTIVATIONS)
     mlp = AgentMLP(
         n_agent_inputs=n_agent_inputs,
         n_agent_outputs=n_agent_outputs,
@@ -114,7 +118,7 @@ def make_mlp(
         share_params=share_params,
         num_cells=num_cells,
         depth=depth,
-        activation_class=ACTIVATIONS[activation],
+        activation_class=ACTIVATION_MODULES[activation],
         feature_norm=feature_norm,
         device=device,
     )
@@ -131,7 +135,9 @@ def orthogonal_init_(mlp: MultiAgentMLP, *, hidden_gain: float, head_gain: float
     Works for shared parameters and for per-agent (stacked) ones alike.
     """
     linear_names = [
-        name for name, module in mlp._empty_net.named_modules() if isinstance(module, nn.Linear)
+        name
+        for name, module in agent_net_template(mlp).named_modules()
+        if isinstance(module, nn.Linear)
     ]
     for i, name in enumerate(linear_names):
         gain = head_gain if i == len(linear_names) - 1 else hidden_gain

@@ -33,9 +33,12 @@ from torchrl.data import Composite, Unbounded
 from torchrl.envs import EnvBase, InitTracker, TensorDictPrimer, TransformedEnv
 from torchrl.modules import GRUModule, LSTMModule, recurrent_mode
 
-from mappo_torchrl.models.mlp import ACTIVATIONS, make_mlp
+from mappo_torchrl.config.schema import RECURRENT
+from mappo_torchrl.envs.keys import key_tuple
+from mappo_torchrl.models.mlp import ACTIVATION_MODULES, AgentMLP, make_mlp
 
-RNN_KINDS = ("gru", "lstm")
+#: The recurrent layers ``model.recurrent`` names (every choice but "none").
+RNN_KINDS = tuple(kind for kind in RECURRENT if kind != "none")
 IS_INIT = "is_init"
 
 
@@ -98,7 +101,7 @@ class MultiAgentRNN(TensorDictModuleBase):
         super().__init__()
         if kind not in RNN_KINDS:
             raise ValueError(f"kind={kind!r}: must be one of {', '.join(RNN_KINDS)}")
-        *group, name = _tuple(state_prefix)
+        *group, name = key_tuple(state_prefix)
         suffixes = ("hidden",) if kind == "gru" else ("hidden", "cell")
         self.state_keys = [(*group, f"{name}_{suffix}") for suffix in suffixes]
         self.kind, self.n_agents = kind, n_agents
@@ -241,10 +244,75 @@ def make_recurrent_body(
     )
     return TensorDictSequential(
         TensorDictModule(
-            nn.Sequential(encoder, ACTIVATIONS[activation]()), in_keys=[in_key], out_keys=[features]
+            nn.Sequential(encoder, ACTIVATION_MODULES[activation]()),
+            in_keys=[in_key],
+            out_keys=[features],
         ),
         rnn,
     )
+
+
+def make_agent_network(
+    *,
+    recurrent: str,
+    in_key: NestedKey,
+    in_dim: int,
+    n_outputs: int,
+    name: NestedKey,
+    n_agents: int,
+    centralized: bool,
+    share_params: bool,
+    num_cells: int,
+    depth: int,
+    activation: str,
+    feature_norm: bool,
+    orthogonal_init: bool,
+    head_gain: float,
+    rnn_hidden: int,
+    rnn_layers: int,
+    device: torch.device | str | None = None,
+) -> tuple[TensorDictSequential | None, AgentMLP, NestedKey]:
+    """An actor's or critic's network: ``(recurrent body or None, MLP, the MLP's input key)``.
+
+    Feed-forward (``recurrent="none"``): no body, and the MLP has ``depth``
+    hidden layers over ``in_key``. Recurrent: :func:`make_recurrent_body`, then
+    an MLP that is one linear head on the recurrent layer's output.
+    """
+    body = None
+    if recurrent != "none":
+        body = make_recurrent_body(
+            kind=recurrent,
+            in_key=in_key,
+            in_dim=in_dim,
+            name=name,
+            n_agents=n_agents,
+            centralized=centralized,
+            share_params=share_params,
+            num_cells=num_cells,
+            depth=depth,
+            activation=activation,
+            feature_norm=feature_norm,
+            orthogonal_init=orthogonal_init,
+            rnn_hidden=rnn_hidden,
+            rnn_layers=rnn_layers,
+            device=device,
+        )
+        in_key, in_dim, depth, centralized = body.module[-1].out_keys[0], rnn_hidden, 0, False
+    net = make_mlp(
+        n_agent_inputs=in_dim,
+        n_agent_outputs=n_outputs,
+        n_agents=n_agents,
+        centralized=centralized,
+        share_params=share_params,
+        num_cells=num_cells,
+        depth=depth,
+        activation=activation,
+        feature_norm=feature_norm and body is None,
+        orthogonal_init=orthogonal_init,
+        head_gain=head_gain,
+        device=device,
+    )
+    return body, net, in_key
 
 
 def recurrent_layers(module: nn.Module) -> list[MultiAgentRNN]:
@@ -286,14 +354,11 @@ def _orthogonal_rnn_(core: TensorDictModuleBase) -> None:
             param.zero_()
 
 
-def _tuple(key: NestedKey) -> tuple[str, ...]:
-    return (key,) if isinstance(key, str) else tuple(key)
-
-
 __all__ = [
     "MultiAgentRNN",
     "RNN_KINDS",
     "add_recurrent_state",
+    "make_agent_network",
     "make_recurrent_body",
     "recurrent_layers",
 ]

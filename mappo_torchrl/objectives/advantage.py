@@ -9,7 +9,10 @@ from tensordict.utils import NestedKey
 from torchrl.modules import ValueNorm
 from torchrl.objectives.value import MultiAgentGAE
 
-from mappo_torchrl.config.schema import ADVANTAGE_NORMS, LossConfig
+from mappo_torchrl.compat import standardize_per_agent
+from mappo_torchrl.config.checks import check_choice
+from mappo_torchrl.config.schema import ADVANTAGE_NORMS, AdvantageNormName, LossConfig
+from mappo_torchrl.envs.keys import key_tuple
 
 #: The original MAPPO code's ``(adv - mean) / (std + 1e-5)``.
 JOINT_STD_EPS = 1e-5
@@ -58,17 +61,14 @@ class ActiveAgentGAE(MultiAgentGAE):
     def __init__(
         self,
         *,
-        advantage_norm: str = LossConfig.advantage_norm,
+        advantage_norm: AdvantageNormName = LossConfig.advantage_norm,
         agent_mask_key: NestedKey | None = None,
         recurrent_critic: TensorDictModuleBase | None = None,
         value_norm: ValueNorm | None = None,
         normalized_value_key: NestedKey | None = None,
         **kwargs,
     ) -> None:
-        if advantage_norm not in ADVANTAGE_NORMS:
-            raise ValueError(
-                f"advantage_norm={advantage_norm!r}: must be one of {', '.join(ADVANTAGE_NORMS)}"
-            )
+        check_choice("advantage_norm", advantage_norm, ADVANTAGE_NORMS)
         if value_norm is not None and normalized_value_key is None:
             raise ValueError("value_norm needs a normalized_value_key")
         super().__init__(average_gae=False, **kwargs)
@@ -90,7 +90,7 @@ class ActiveAgentGAE(MultiAgentGAE):
                     "run it in the collector's policy"
                 )
             step = tensordict.get("next").select(*critic.in_keys, strict=False)
-            tensordict.set(("next", *_tuple(value_key)), critic(step).get(value_key))
+            tensordict.set(("next", *key_tuple(value_key)), critic(step).get(value_key))
         out = super().forward(tensordict, **kwargs)
         valid = out.pop("shifted_valid", None)
         if valid is not None and not bool(valid.all()):
@@ -109,7 +109,7 @@ class ActiveAgentGAE(MultiAgentGAE):
             if self.advantage_norm == "joint":
                 advantage = _standardize_jointly(advantage, active)
             else:
-                advantage = self._normalize_advantage(advantage, active)
+                advantage = standardize_per_agent(self, advantage, active)
             out.set(self.tensor_keys.advantage, advantage)
         return out
 
@@ -123,7 +123,9 @@ class ActiveAgentGAE(MultiAgentGAE):
         active = torch.ones(advantage.shape[:-1], dtype=torch.bool, device=advantage.device)
         mask = None if self.agent_mask_key is None else tensordict.get(self.agent_mask_key, None)
         if mask is not None:
-            active = active & self._expand_to_match(mask, active)
+            while mask.ndim < active.ndim:
+                mask = mask.unsqueeze(-1)
+            active = active & mask.expand_as(active)
         return active
 
 
@@ -156,7 +158,3 @@ def shifted_budget(steps_per_row: int, max_steps: int) -> int:
             f"steps_per_row={steps_per_row}, max_steps={max_steps}: both must be positive"
         )
     return -(-(steps_per_row - 1) // max_steps) + 1
-
-
-def _tuple(key: NestedKey) -> tuple[str, ...]:
-    return (key,) if isinstance(key, str) else tuple(key)

@@ -13,8 +13,18 @@ from torchrl.modules import PopArtValueNorm, ProbabilisticActor, RunningValueNor
 from torchrl.objectives.multiagent import MAPPOLoss
 from torchrl.objectives.utils import distance_loss
 
-from mappo_torchrl.config.schema import CRITIC_LOSSES, VALUE_NORMS, LossConfig
-from mappo_torchrl.envs.groups import GroupKeys
+from mappo_torchrl.compat import set_value_estimator
+from mappo_torchrl.config.checks import check_choice
+from mappo_torchrl.config.schema import (
+    CRITIC_LOSSES,
+    VALUE_NORMS,
+    AdvantageNormName,
+    CriticLossName,
+    LossConfig,
+    PerfConfig,
+    ValueNormName,
+)
+from mappo_torchrl.envs.keys import GroupKeys
 from mappo_torchrl.objectives.advantage import ActiveAgentGAE
 
 
@@ -166,7 +176,10 @@ class MAPPOValueNorm(PopArtValueNorm):
 
 
 def make_value_norm(
-    kind: str, *, beta: float = LossConfig.value_norm_beta, device: torch.device | str | None = None
+    kind: ValueNormName,
+    *,
+    beta: float = LossConfig.value_norm_beta,
+    device: torch.device | str | None = None,
 ) -> ValueNorm | None:
     """A value normaliser by name, to share between a critic and its loss.
 
@@ -186,13 +199,12 @@ def make_value_norm(
         >>> type(make_value_norm("popart")).__name__, make_value_norm("none")
         ('MAPPOValueNorm', None)
     """
+    check_choice("value_norm", kind, VALUE_NORMS)
     if kind == "none":
         return None
     if kind == "popart":
         return MAPPOValueNorm(shape=1, beta=beta, device=device)
-    if kind == "running":
-        return RunningValueNorm(shape=1, device=device)
-    raise ValueError(f"value_norm={kind!r}: must be one of {', '.join(VALUE_NORMS)}")
+    return RunningValueNorm(shape=1, device=device)
 
 
 def make_loss(
@@ -206,12 +218,12 @@ def make_loss(
     entropy_coeff: float = LossConfig.entropy_coeff,
     entropy_samples: int = LossConfig.entropy_samples,
     critic_coeff: float = LossConfig.critic_coeff,
-    critic_loss: str = LossConfig.critic_loss,
+    critic_loss: CriticLossName = LossConfig.critic_loss,
     huber_delta: float = LossConfig.huber_delta,
     clip_value: bool = LossConfig.clip_value,
-    advantage_norm: str = LossConfig.advantage_norm,
+    advantage_norm: AdvantageNormName = LossConfig.advantage_norm,
     value_norm: ValueNorm | None = None,
-    shifted: bool = False,
+    shifted: bool = PerfConfig.shifted_gae,
     shifted_budget: int = 1,
     normalize_advantage: bool | None = None,
     recurrent_critic: bool = False,
@@ -285,8 +297,7 @@ def make_loss(
     check_number("critic_coeff", critic_coeff, low=0.0, open_low=True)
     check_number("huber_delta", huber_delta, low=0.0, open_low=True)
     check_int("shifted_budget", shifted_budget, low=1)
-    if critic_loss not in CRITIC_LOSSES:
-        raise ValueError(f"critic_loss={critic_loss!r}: must be one of {', '.join(CRITIC_LOSSES)}")
+    check_choice("critic_loss", critic_loss, CRITIC_LOSSES)
     if normalize_advantage is not None:
         warnings.warn(
             "make_loss(normalize_advantage=...) is deprecated; use advantage_norm="
@@ -317,10 +328,7 @@ def make_loss(
         functional=False,
     )
     # MultiAgentGAE, standardising over active agents where agents can leave early.
-    # ``loss.value_estimator = ...`` would be swallowed by nn.Module.__setattr__
-    # (it registers a submodule and skips the property setter; see
-    # tests/test_torchrl_workarounds.py), so the setter is called explicitly.
-    type(loss).value_estimator.fset(
+    set_value_estimator(
         loss,
         ActiveAgentGAE(
             gamma=gamma,

@@ -5,7 +5,10 @@ from __future__ import annotations
 import torch
 from tensordict import TensorDictBase
 
-from mappo_torchrl.envs.groups import GroupKeys
+from mappo_torchrl.envs.keys import GroupKeys, key_tuple
+
+#: One iteration's numbers by metric name (``train/episode_return``, ``time/fps``...).
+Metrics = dict[str, float]
 
 #: Loss outputs averaged over an iteration's minibatches.
 LOSS_METRICS = (
@@ -38,8 +41,8 @@ def finished_episode_returns(batch: TensorDictBase, keys: GroupKeys) -> torch.Te
         >>> finished_episode_returns(batch, group_keys(env, "agents")).shape  # 2 envs x 3 agents
         torch.Size([6])
     """
-    returns = batch.get(("next", *_tuple(keys.episode_reward)))
-    done = batch.get(("next", *_tuple(keys.team_done or keys.done)))
+    returns = batch.get(("next", *key_tuple(keys.episode_reward)))
+    done = batch.get(("next", *key_tuple(keys.team_done or keys.done)))
     if done.ndim < returns.ndim:  # a team flag: the same for every agent
         done = done.unsqueeze(-2)
     return returns[done.expand_as(returns)]
@@ -54,7 +57,3 @@ def mean_episode_return(batch: TensorDictBase, groups: list[GroupKeys]) -> torch
     if returns.numel() == 0:
         return torch.tensor(float("nan"), device=returns.device)
     return returns.mean()
-
-
-def _tuple(key) -> tuple[str, ...]:
-    return (key,) if isinstance(key, str) else tuple(key)

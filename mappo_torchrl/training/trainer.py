@@ -11,66 +11,24 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictSequential
 from torchrl.envs import EnvBase
-from torchrl.envs.utils import MarlGroupMapType
 from torchrl.modules import set_recurrent_mode
 from tqdm.auto import tqdm
 
-from mappo_torchrl.config import RunConfig
+from mappo_torchrl.config import PerfConfig, RunConfig
 from mappo_torchrl.config.checks import check_multi_agent_env
 from mappo_torchrl.config.schema import ConfigError
 from mappo_torchrl.data import make_collector, make_replay_buffer
 from mappo_torchrl.data.collector import env_rows, next_batch_ready
-from mappo_torchrl.envs import make_env, track_episode_returns
-from mappo_torchrl.envs.partial import hide_goal_after
+from mappo_torchrl.envs import make_env_from_config, track_episode_returns
 from mappo_torchrl.models import add_recurrent_state
 from mappo_torchrl.models.recurrent import recurrent_layers
 from mappo_torchrl.objectives.advantage import shifted_budget
-from mappo_torchrl.training.groups import GroupLearner, make_group_learner
-from mappo_torchrl.training.metrics import LOSS_METRICS, mean_episode_return
-from mappo_torchrl.training.seeding import (
-    available_cores,
-    seed_everything,
-    set_threads,
-    threads_during,
-)
+from mappo_torchrl.rng import seed_everything
+from mappo_torchrl.training.learner import GroupLearner, make_group_learner
+from mappo_torchrl.training.metrics import LOSS_METRICS, Metrics, mean_episode_return
+from mappo_torchrl.training.threads import available_cores, set_threads, threads_during
 
-Metrics = dict[str, float]
-
-#: ``env.group_map`` names; ``None`` is VMAS's own grouping by agent-name prefix.
-GROUP_MAPS = {
-    "by_name": None,
-    "all_in_one_group": MarlGroupMapType.ALL_IN_ONE_GROUP,
-    "one_group_per_agent": MarlGroupMapType.ONE_GROUP_PER_AGENT,
-}
 Callback = Callable[[Metrics], None]
-
-
-def make_run_env(
-    config: RunConfig, *, seed: int | None = None, num_envs: int | None = None
-) -> EnvBase:
-    """The VMAS env described by ``config.env``, on ``config.device``.
-
-    Args:
-        config: the run's configuration.
-        seed: the env seed; ``config.seed`` if ``None``.
-        num_envs: vectorised envs; ``config.env.num_envs`` if ``None`` (evaluation
-            envs run one episode per env).
-    """
-    env = make_env(
-        config.env.scenario,
-        num_envs=config.env.num_envs if num_envs is None else num_envs,
-        max_steps=config.env.max_steps,
-        continuous_actions=config.env.continuous_actions,
-        truncate_at_max_steps=config.env.truncate_at_max_steps,
-        device=config.device,
-        seed=config.seed if seed is None else seed,
-        scenario_kwargs=config.env.scenario_kwargs,
-        group_map=GROUP_MAPS[config.env.group_map],
-    )
-    if config.env.goal_visible_steps > 0:
-        all_goals = bool(config.env.scenario_kwargs.get("observe_all_goals", False))
-        env = hide_goal_after(env, config.env.goal_visible_steps, observe_all_goals=all_goals)
-    return env
 
 
 def make_worker_env(
@@ -95,7 +53,7 @@ def make_worker_env(
             env = track_episode_returns(env)
     else:
         workers = 1 if config.collector.overlap_enabled(config.device) else config.collector.workers
-        env = make_run_env(
+        env = make_env_from_config(
             config, seed=config.seed + worker, num_envs=config.env.num_envs // workers
         )
     return add_recurrent_state(env, policy)
@@ -104,50 +62,62 @@ def make_worker_env(
 class Trainer:
     """MAPPO/IPPO for every agent group of a TorchRL multi-agent env.
 
-        One iteration collects ``frames_per_batch`` env steps, computes each
-        group's advantages with its GAE module, then runs ``num_epochs`` passes of
-        fixed-size minibatches (of whole chunks of ``optim.chunk_length`` steps for
-        a recurrent model, see :meth:`~mappo_torchrl.training.Trainer.samples`);
-        each minibatch takes one Adam step on every group's actor and critic, with
-        separate gradient clipping. Groups of a
-        heterogeneous env train side by side on the same samples.
+    One iteration collects ``frames_per_batch`` env steps, computes each
+    group's advantages with its GAE module, then runs ``num_epochs`` passes of
+    fixed-size minibatches (of whole chunks of ``optim.chunk_length`` steps for
+    a recurrent model, see :meth:`~mappo_torchrl.training.Trainer.samples`);
+    each minibatch takes one step (:meth:`update_step`) on every group's actor
+    and critic. Groups of a heterogeneous env train side by side on the same
+    samples.
 
-        Args:
-            config: the run's configuration (validated here).
-            env: any TorchRL multi-agent env; by default the VMAS scenario of
-                ``config.env``, whose options are then ignored except for checks
-                against this env's batch size. An env without ``episode_reward``
-                tracking gets :func:`~mappo_torchrl.envs.track_episode_returns` added.
-            env_fn: makes such an env, instead of ``env``; needed for
-                ``collector.workers > 1`` or ``collector.overlap`` with an env that
-                is not the config's VMAS scenario, since worker processes make
-                their own copies. It is called once here and once in each worker.
+    Reading order: :meth:`train` runs :meth:`iterations` (collect, :meth:`update`,
+    sync the collector's weights); :meth:`update` computes advantages and runs
+    the epochs of minibatches; :meth:`update_step` is the gradient step, with
+    ``backward()``.
 
-        Attributes:
-            config: the validated configuration.
-            env: the env being trained on.
-            groups: one :class:`~mappo_torchrl.training.GroupLearner` per agent
-                group, by group name.
-            policy: every group's actor in one module, the collector's policy (with
-                recurrent critics, the collector runs them after it, to store their states).
-            collector: the :class:`~torchrl.collectors.Collector`.
-            buffer: the :class:`~torchrl.data.ReplayBuffer` minibatches come from.
-            iteration: iterations done so far.
-            frames: env steps collected so far.
+    Each group has two Adam optimisers, one for the actor and one for the
+    critic, each with its own learning rate and its own gradient clipping, as
+    the original MAPPO code does (separate actor and critic optimisers and
+    ``max_grad_norm`` per network). The loop in the README and
+    ``examples/custom_loop.py`` is shorter on purpose: one Adam over the
+    whole loss with one joint clipping, which is what TorchRL's multi-agent
+    PPO tutorial does.
 
-        Example:
-            >>> from mappo_torchrl.config import RunConfig
-    from mappo_torchrl.config.schema import ConfigError
-            >>> from mappo_torchrl.training import Trainer
-            >>> cfg = RunConfig()
-            >>> cfg.env.num_envs, cfg.env.max_steps = 4, 10
-            >>> cfg.collector.frames_per_batch, cfg.collector.total_frames = 40, 80
-            >>> cfg.optim.minibatch_size = 20
-            >>> history = Trainer(cfg).train(progress=False)
-            >>> [m["frames"] for m in history]
-            [40, 80]
-            >>> sorted(k for k in history[-1] if k.startswith("train/"))[:4]
-            ['train/actor_lr', 'train/clip_fraction', 'train/entropy', 'train/episode_return']
+    Args:
+        config: the run's configuration (validated here).
+        env: any TorchRL multi-agent env; by default the VMAS scenario of
+            ``config.env``, whose options are then ignored except for checks
+            against this env's batch size. An env without ``episode_reward``
+            tracking gets :func:`~mappo_torchrl.envs.track_episode_returns` added.
+        env_fn: makes such an env, instead of ``env``; needed for
+            ``collector.workers > 1`` or ``collector.overlap`` with an env that
+            is not the config's VMAS scenario, since worker processes make
+            their own copies. It is called once here and once in each worker.
+
+    Attributes:
+        config: the validated configuration.
+        env: the env being trained on.
+        groups: one :class:`~mappo_torchrl.training.GroupLearner` per agent
+            group, by group name.
+        policy: every group's actor in one module, the collector's policy (with
+            recurrent critics, the collector runs them after it, to store their states).
+        collector: the TorchRL collector (:func:`~mappo_torchrl.data.make_collector`).
+        buffer: the :class:`~torchrl.data.ReplayBuffer` minibatches come from.
+        iteration: iterations done so far.
+        frames: env steps collected so far.
+
+    Example:
+        >>> from mappo_torchrl.config import RunConfig
+        >>> from mappo_torchrl.training import Trainer
+        >>> cfg = RunConfig()
+        >>> cfg.env.num_envs, cfg.env.max_steps = 4, 10
+        >>> cfg.collector.frames_per_batch, cfg.collector.total_frames = 40, 80
+        >>> cfg.optim.minibatch_size = 20
+        >>> history = Trainer(cfg).train(progress=False)
+        >>> [m["frames"] for m in history]
+        [40, 80]
+        >>> sorted(k for k in history[-1] if k.startswith("train/"))[:4]
+        ['train/actor_lr', 'train/clip_fraction', 'train/entropy', 'train/episode_return']
     """
 
     def __init__(
@@ -164,11 +134,10 @@ class Trainer:
         if env_fn is not None:
             env = env_fn()
         elif env is not None and config.collector.uses_workers():
+            on = config.collector.overlap == "on"
             raise ConfigError(
-                "collector.overlap" if config.collector.overlap == "on" else "collector.workers",
-                config.collector.overlap
-                if config.collector.overlap == "on"
-                else config.collector.workers,
+                "collector.overlap" if on else "collector.workers",
+                config.collector.overlap if on else config.collector.workers,
                 "needs Trainer(env_fn=...) with an env instance: worker processes make their "
                 "own copies of the env",
             )
@@ -181,7 +150,7 @@ class Trainer:
         seed_everything(config.seed)
         env_is_config = env is None
         if env is None:
-            env = make_run_env(config)
+            env = make_env_from_config(config)
         elif not _tracks_episode_returns(env):
             env = track_episode_returns(env)
         self.groups: dict[str, GroupLearner] = {
@@ -247,6 +216,10 @@ class Trainer:
         )
         self.num_iterations = -(-config.collector.total_frames // config.collector.frames_per_batch)
         self.schedulers = self._make_schedulers() if config.optim.lr_decay else []
+        # update_step itself, or compiled / captured as a CUDA graph as config.perf says.
+        self.compiled_update_step = compile_update_step(
+            self.update_step, config.perf, device=self.device
+        )
         # Overlapped, the collecting worker keeps a core busy during the first part
         # of the update: the update starts on the cores left and takes them all
         # once the worker's batch is in (see _widen_threads).
@@ -255,7 +228,6 @@ class Trainer:
         if self.overlap and self.device.type == "cpu":
             left = cores - (config.threads or 1)
             self.update_threads = max(min(self.update_threads, left), 1)
-        self.update_step = self._make_update_step()
         self._narrow_threads = False
         self.iteration = 0
         self.frames = 0
@@ -263,13 +235,19 @@ class Trainer:
     # -- the loop ---------------------------------------------------------------
 
     def iterations(self) -> Iterator[Metrics]:
-        """Run the remaining iterations, yielding each one's metrics."""
+        """Run the remaining iterations, yielding each one's metrics.
+
+        Each iteration: collect a batch, :meth:`update` on it (advantages, then
+        epochs x minibatches of :meth:`update_step`), sync the collector's weights.
+        Overlapped (``collector.overlap``), the collector's worker already
+        collects the next batch during the update, with the weights before it.
+        """
         # Workers start from the weights of now (a resumed run has loaded its own).
         self.collector.update_policy_weights_()
         total = self.config.collector.total_frames
-        collect_start = time.perf_counter()
         if self.frames >= total:
             return
+        collect_start = time.perf_counter()
         for batch in self.collector:
             batch = env_rows(batch)
             collect_s = time.perf_counter() - collect_start
@@ -357,7 +335,8 @@ class Trainer:
                 self._widen_threads()
                 # Recurrent layers run over each chunk (time is its last dim).
                 with set_recurrent_mode(True) if self.recurrent else nullcontext():
-                    stats.append(self.update_step(minibatch))
+                    # update_step, compiled or captured if config.perf says so.
+                    stats.append(self.compiled_update_step(minibatch))
         for scheduler in self.schedulers:
             scheduler.step()
         return self._summarise(episode_return, group_returns, stats)
@@ -365,9 +344,7 @@ class Trainer:
     def _widen_threads(self) -> None:
         """Overlapped, the update takes the collecting worker's core once its batch is in."""
         if self._narrow_threads and next_batch_ready(self.collector):
-            torch.set_num_threads(
-                min(self.config.update_threads or available_cores(), available_cores())
-            )
+            torch.set_num_threads(self._all_update_threads)
             self._narrow_threads = False
 
     def samples(self, batch: TensorDictBase) -> TensorDictBase:
@@ -384,11 +361,12 @@ class Trainer:
         chunks = steps // self.chunk_length
         return batch.reshape(envs * chunks, self.chunk_length)
 
-    def _update_step_eager(self, minibatch: TensorDictBase) -> TensorDict:
+    def update_step(self, minibatch: TensorDictBase) -> TensorDict:
         """Loss, backward, clipping and an Adam step for every group; detached stats.
 
-        No host synchronisation happens here, so it can be compiled or
-        captured as a CUDA graph (see :class:`~mappo_torchrl.config.PerfConfig`).
+        Actor and critic are clipped and stepped separately (see the class
+        docstring). No host synchronisation happens here, so it can be compiled
+        or captured as a CUDA graph (``compile_update_step`` in this module).
         """
         max_norm = self.config.optim.max_grad_norm
         keep_grads = self.config.perf.cudagraph_update  # a graph needs static grad tensors
@@ -410,16 +388,6 @@ class Trainer:
             summary["grad_norm_critic"] = critic_norm.detach()
             stats[name] = summary
         return TensorDict(stats)
-
-    def _make_update_step(self) -> Callable[[TensorDictBase], TensorDict]:
-        step = self._update_step_eager
-        if self.config.perf.compile_update:
-            step = torch.compile(step)
-        if self.config.perf.cudagraph_update:
-            from tensordict.nn import CudaGraphModule
-
-            step = CudaGraphModule(step, in_keys=[], warmup=3, device=self.device)
-        return step
 
     def _summarise(
         self,
@@ -457,6 +425,20 @@ class Trainer:
             for group in self.groups.values()
             for optim in (group.actor_optim, group.critic_optim)
         ]
+
+
+def compile_update_step(
+    step: Callable[[TensorDictBase], TensorDict], perf: PerfConfig, *, device: torch.device
+) -> Callable[[TensorDictBase], TensorDict]:
+    """``step`` compiled with ``torch.compile`` (``perf.compile_update``) and/or captured
+    as a CUDA graph (``perf.cudagraph_update``); ``step`` itself when neither is on."""
+    if perf.compile_update:
+        step = torch.compile(step)
+    if perf.cudagraph_update:
+        from tensordict.nn import CudaGraphModule
+
+        step = CudaGraphModule(step, in_keys=[], warmup=3, device=device)
+    return step
 
 
 def _progress_returns(metrics: Metrics, groups) -> dict[str, str]:

@@ -23,7 +23,7 @@ import yaml
 
 from mappo_torchrl.config import flatten
 from mappo_torchrl.config.io import load_yaml
-from mappo_torchrl.training.rundir import CONFIG_FILE, METRICS_FILE, parse_metrics
+from mappo_torchrl.runs.directory import CONFIG_FILE, METRICS_FILE, parse_metrics
 
 TRAIN_RETURN = "train/episode_return"
 EVAL_RETURN = "eval/episode_return"

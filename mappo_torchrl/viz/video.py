@@ -20,6 +20,8 @@ import numpy as np
 from tensordict import TensorDictBase
 from torchrl.envs import EnvBase, TransformedEnv
 
+from mappo_torchrl.config.checks import first_line
+
 VIDEO_EXTRA = "pip install 'mappo_torchrl[video]'"
 
 
@@ -43,9 +45,8 @@ def add_renderer(env: EnvBase) -> TransformedEnv:
         # episode. Compute it now; this is also where VMAS first renders, and fails.
         _ = env.observation_spec
     except Exception as err:  # pyglet raises its own exception types
-        first = (str(err).strip() or type(err).__name__).splitlines()[0]
         raise VideoUnavailable(
-            f"VMAS cannot render here ({first}); install the GL libraries "
+            f"VMAS cannot render here ({first_line(err, limit=1000)}); install the GL libraries "
             "(apt-get install libgl1 libglu1-mesa xvfb) and run under 'xvfb-run -a'"
         ) from None
     return env

@@ -1,6 +1,7 @@
-"""A run around the trainer: evaluate, log and checkpoint after each iteration.
+"""The training session ``mappo train`` runs: the trainer, plus evaluation, logging and
+checkpoints after each iteration.
 
-:class:`TrainingRun` hooks into
+:class:`TrainingSession` hooks into
 :meth:`Trainer.train <mappo_torchrl.training.Trainer.train>` as one callback
 that, after every iteration, in this order:
 
@@ -21,7 +22,7 @@ iteration's checkpoint is written first if it was not due, so no training is
 lost: the run can be resumed from it.
 
 The trainer's own loop is untouched, and evaluation never moves a random
-stream that training reads (:mod:`mappo_torchrl.training.evaluation`), so a
+stream that training reads (:mod:`mappo_torchrl.runs.evaluation`), so a
 run trains the same with or without evaluations, and a resumed run the same
 as one that never stopped.
 """
@@ -36,25 +37,28 @@ from typing import Any
 
 from torchrl.record.loggers import Logger
 
-from mappo_torchrl.training.checkpoint import Checkpointer
-from mappo_torchrl.training.evaluation import Evaluation
-from mappo_torchrl.training.loggers import MetricsLogger
-from mappo_torchrl.training.rundir import RunDir
-from mappo_torchrl.training.trainer import Metrics, Trainer, make_run_env
+from mappo_torchrl import _moved
+from mappo_torchrl.envs import make_env_from_config
+from mappo_torchrl.runs.checkpoint import Checkpointer
+from mappo_torchrl.runs.directory import RunDir
+from mappo_torchrl.runs.evaluation import Evaluation
+from mappo_torchrl.runs.loggers import MetricsLogger
+from mappo_torchrl.training.metrics import Metrics
+from mappo_torchrl.training.trainer import Trainer
 
 
 class StopRequested(Exception):
     """Raised after the checkpoint that follows a stop request."""
 
 
-class TrainingRun:
+class TrainingSession:
     """Trains ``trainer`` to the end, evaluating, logging and checkpointing on the way.
 
     Args:
         trainer: a new trainer, or one loaded from a checkpoint.
         run_dir: where metrics, checkpoints and videos go.
         logger: TorchRL loggers besides metrics.csv: one, several (a list or a
-            dict by backend, as :func:`~mappo_torchrl.training.loggers.make_loggers`
+            dict by backend, as :func:`~mappo_torchrl.runs.loggers.make_loggers`
             returns), or ``None``.
         elapsed_s: wall time already spent (when resuming).
 
@@ -62,18 +66,18 @@ class TrainingRun:
         >>> import tempfile
         >>> from mappo_torchrl.config import RunConfig
         >>> from mappo_torchrl.training import Trainer
-        >>> from mappo_torchrl.training.rundir import RunDir
-        >>> from mappo_torchrl.training.session import TrainingRun
+        >>> from mappo_torchrl.runs.directory import RunDir
+        >>> from mappo_torchrl.runs.session import TrainingSession
         >>> cfg = RunConfig()
         >>> cfg.env.num_envs, cfg.env.max_steps = 4, 10
         >>> cfg.collector.frames_per_batch, cfg.collector.total_frames = 40, 80
         >>> cfg.optim.minibatch_size, cfg.eval.episodes = 20, 2
         >>> folder = tempfile.TemporaryDirectory()
-        >>> run = TrainingRun(Trainer(cfg), RunDir.create(folder.name, cfg))
-        >>> history = run.train(progress=False)
+        >>> session = TrainingSession(Trainer(cfg), RunDir.create(folder.name, cfg))
+        >>> history = session.train(progress=False)
         >>> [m["iteration"] for m in history if "eval/episode_return" in m]  # after the last
         [2]
-        >>> sorted(p.name for p in (run.run_dir.path / "checkpoints").iterdir())
+        >>> sorted(p.name for p in (session.run_dir.path / "checkpoints").iterdir())
         ['ckpt-000002.pt']
         >>> folder.cleanup()
     """
@@ -154,9 +158,9 @@ class TrainingRun:
         A resumed run calls it for the checkpoint's own iteration when the
         run stopped before that iteration's row was logged.
         """
-        evaluation = self._evaluation_number()
-        if evaluation is not None:
-            video = self.video and evaluation % self.trainer.config.eval.video_interval == 0
+        number = self._evaluation_number()
+        if number is not None:
+            video = self.video and number % self.trainer.config.eval.video_interval == 0
             self.evaluation.render(video)
             metrics.update(self.evaluation())
             if video and self.evaluation.last.frames:
@@ -195,7 +199,7 @@ class TrainingRun:
         return None
 
     def _make_eval_env(self, num_envs: int, seed: int):
-        env = make_run_env(self.trainer.config, seed=seed, num_envs=num_envs)
+        env = make_env_from_config(self.trainer.config, seed=seed, num_envs=num_envs)
         if self.video:
             from mappo_torchrl.viz.video import add_renderer
 
@@ -207,6 +211,10 @@ class TrainingRun:
 
         name = f"eval-iter{self.trainer.iteration:06d}.mp4"
         return write_video(self.run_dir.path / "videos" / name, frames)
+
+
+def __getattr__(name: str) -> Any:  # names that moved: TrainingRun
+    return _moved.renamed(__name__, name)
 
 
 def _plain(value: Any) -> Any:

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torchrl.record.loggers import Logger, MLFlowLogger, TensorboardLogger, WandbLogger
 
+from mappo_torchrl.compat import tensorboard_file_writer
 from mappo_torchrl.config import LoggerConfig, RunConfig, flatten, to_dict
 
 #: backend -> (module it needs, pip extra that installs it).
@@ -81,7 +82,7 @@ def wandb_mode(environ: Mapping[str, str] | None = None) -> str:
     the environment and the netrc file; nothing goes over the network.
 
     Example:
-        >>> from mappo_torchrl.training.loggers import wandb_mode
+        >>> from mappo_torchrl.runs.loggers import wandb_mode
         >>> wandb_mode({"WANDB_MODE": "online"}), wandb_mode({"WANDB_API_KEY": "k" * 40})
         ('online', 'online')
         >>> wandb_mode({"NETRC": "/nonexistent"})
@@ -176,7 +177,7 @@ def hparams(config: RunConfig) -> dict[str, bool | int | float | str]:
 
     Example:
         >>> from mappo_torchrl.config import RunConfig
-        >>> from mappo_torchrl.training.loggers import hparams
+        >>> from mappo_torchrl.runs.loggers import hparams
         >>> params = hparams(RunConfig())
         >>> params["env.scenario"], params["loss.gamma"], params["env.scenario_kwargs"]
         ('navigation', 0.9, '{}')
@@ -196,7 +197,7 @@ class MetricsLogger:
     where no episode ended) are left out of the TorchRL loggers.
 
     Args:
-        run_dir: the :class:`~mappo_torchrl.training.rundir.RunDir`.
+        run_dir: the :class:`~mappo_torchrl.runs.directory.RunDir`.
         logger: one TorchRL logger, several (a list or a dict by backend), or None.
     """
 
@@ -289,7 +290,7 @@ class _Tensorboard(TensorboardLogger):
             colorspace=3,
             encoded_image_string=buffer.getvalue(),
         )
-        self.experiment._get_file_writer().add_summary(
+        tensorboard_file_writer(self.experiment).add_summary(
             Summary(value=[Summary.Value(tag=name, image=image)]), step
         )
 

@@ -10,17 +10,17 @@ records every tensor, number and object reference it finds by attribute path,
 keeping track of which paths share one tensor. Restoring writes all of it back
 into a freshly built env of the same scenario and size, with the same sharing,
 so that the restored env steps exactly like the original (checked for every
-VMAS scenario in ``tests/test_envs_snapshot.py``).
+VMAS scenario in ``tests/test_vmas_state.py``).
 
 VMAS's random numbers are not in the env but in a class attribute shared by
-all VMAS envs; :mod:`mappo_torchrl.training.rng` saves those.
+all VMAS envs; :mod:`mappo_torchrl.rng` saves those.
 
 Example:
     Snapshot an env, step it, go back and take the same step again:
 
     >>> import torch
     >>> from mappo_torchrl.envs import make_env
-    >>> from mappo_torchrl.envs.snapshot import load_vmas_state, vmas_state
+    >>> from mappo_torchrl.envs.vmas_state import load_vmas_state, vmas_state
     >>> env = make_env("navigation", num_envs=2, seed=0)
     >>> _, td = env.step_and_maybe_reset(env.rand_action(env.reset()))
     >>> td = env.rand_action(td)

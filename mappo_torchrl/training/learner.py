@@ -9,7 +9,7 @@ from torchrl.envs import EnvBase
 from torchrl.modules import ProbabilisticActor, ValueNorm
 
 from mappo_torchrl.config import LossConfig, ModelConfig, OptimConfig, PerfConfig
-from mappo_torchrl.envs.groups import GroupKeys, group_keys
+from mappo_torchrl.envs.keys import GroupKeys, group_keys
 from mappo_torchrl.models import make_actor, make_critic
 from mappo_torchrl.objectives import MultiAgentPPOLoss, make_loss, make_value_norm
 

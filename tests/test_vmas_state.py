@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from mappo_torchrl.envs import make_env
-from mappo_torchrl.envs.snapshot import EnvStateError, load_vmas_state, vmas_env, vmas_state
-from mappo_torchrl.training.rng import rng_state, set_rng_state
+from mappo_torchrl.envs.vmas_state import EnvStateError, load_vmas_state, vmas_env, vmas_state
+from mappo_torchrl.rng import load_rng_state, rng_state
 
 
 def _steps(env, td, n):
@@ -46,7 +46,7 @@ def test_fresh_env_continues_exactly_like_the_saved_one(scenario):
 
     fresh = make_env(scenario, num_envs=3, max_steps=6, seed=123)
     load_vmas_state(fresh, state)
-    set_rng_state(streams)
+    load_rng_state(streams)
     got, _ = _steps(fresh, next_td, 12)
     for a, b in zip(expected, got, strict=True):
         assert (a == b).all()
@@ -57,7 +57,7 @@ def test_rolled_back_env_repeats_itself(nav_env):
     state, streams = vmas_state(nav_env), rng_state()
     first, _ = _steps(nav_env, td.clone(), 5)
     load_vmas_state(nav_env, state)
-    set_rng_state(streams)
+    load_rng_state(streams)
     second, _ = _steps(nav_env, td.clone(), 5)
     assert all((a == b).all() for a, b in zip(first, second, strict=True))
 

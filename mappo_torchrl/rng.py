@@ -1,4 +1,4 @@
-"""Every random-number stream a run draws from, saved, restored or fenced off.
+"""Every random-number stream a run draws from: seeded, saved, restored or fenced off.
 
 A run draws from torch's global generator (policy sampling, minibatch
 permutations, network init), from numpy and python's ``random`` where a
@@ -23,6 +23,21 @@ import numpy as np
 import torch
 
 
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices).
+
+    Example:
+        >>> import torch
+        >>> from mappo_torchrl.rng import seed_everything
+        >>> seed_everything(0); a = torch.rand(2)
+        >>> seed_everything(0); torch.equal(a, torch.rand(2))
+        True
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
 def rng_state() -> dict[str, Any]:
     """The state of every stream: torch (CPU and CUDA), numpy, python and VMAS."""
     state = {
@@ -42,7 +57,7 @@ def rng_state() -> dict[str, Any]:
     return state
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
+def load_rng_state(state: dict[str, Any]) -> None:
     """Restore what :func:`rng_state` returned."""
     torch.set_rng_state(state["torch"])
     np.random.set_state(_numpy_from_saveable(state["numpy"]))
@@ -74,7 +89,7 @@ def isolated_rng() -> Iterator[None]:
     try:
         yield
     finally:
-        set_rng_state(saved)
+        load_rng_state(saved)
 
 
 def _vmas_streams() -> list | None:

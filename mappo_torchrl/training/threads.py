@@ -1,29 +1,12 @@
-"""Reproducibility and CPU thread settings."""
+"""How many CPU threads the loop uses: while collecting, and while updating."""
 
 from __future__ import annotations
 
 import os
-import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import numpy as np
 import torch
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (all devices).
-
-    Example:
-        >>> import torch
-        >>> from mappo_torchrl.training import seed_everything
-        >>> seed_everything(0); a = torch.rand(2)
-        >>> seed_everything(0); torch.equal(a, torch.rand(2))
-        True
-    """
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def set_threads(threads: int, device: torch.device) -> None:
@@ -47,7 +30,7 @@ def threads_during(threads: int, device: torch.device) -> Iterator[None]:
 
     Example:
         >>> import torch
-        >>> from mappo_torchrl.training.seeding import threads_during
+        >>> from mappo_torchrl.training.threads import threads_during
         >>> torch.set_num_threads(1)
         >>> with threads_during(1, torch.device("cpu")):
         ...     torch.get_num_threads()

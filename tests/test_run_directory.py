@@ -3,7 +3,7 @@ import math
 import pytest
 from conftest import tiny_config
 
-from mappo_torchrl.training.rundir import RunDir, RunDirError, read_metrics
+from mappo_torchrl.runs.directory import RunDir, RunDirError, read_metrics
 
 
 def test_a_metric_that_appears_later_adds_a_column(tmp_path):

@@ -8,7 +8,7 @@ Layout::
         status.json     {"status": "running" | "interrupted" | "failed" | "finished",
                          "pid", "host", "heartbeat", ...}
         .lock           held (flock) by the process training in RUN_DIR
-        checkpoints/    ckpt-<iteration>.pt (see :mod:`~mappo_torchrl.training.checkpoint`)
+        checkpoints/    ckpt-<iteration>.pt (see :mod:`~mappo_torchrl.runs.checkpoint`)
 
 A directory that already holds a run is never reused unless the caller asks
 (``overwrite=True``), and even then only a directory this project wrote as a
@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from mappo_torchrl.config import RunConfig, save_config
+from mappo_torchrl.config.checks import first_line
 
 try:
     import fcntl
@@ -237,7 +238,7 @@ class RunDir:
         except OSError as err:
             run.lock.release()
             raise RunDirError(
-                f"run_dir={str(path)!r}: cannot write there ({_oneline(err)})"
+                f"run_dir={str(path)!r}: cannot write there ({first_line(err)})"
             ) from None
         finally:
             if old is not None:
@@ -280,7 +281,7 @@ class RunDir:
         except OSError as err:
             run.lock.release()
             raise RunDirError(
-                f"--resume={str(path)!r}: cannot write there ({_oneline(err)})"
+                f"--resume={str(path)!r}: cannot write there ({first_line(err)})"
             ) from None
         return run
 
@@ -405,11 +406,6 @@ def _removed_on_error(tmp: Path):
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         raise
-
-
-def _oneline(err: BaseException) -> str:
-    text = str(err).strip() or type(err).__name__
-    return text.splitlines()[0][:200]
 
 
 def _fmt(value: float) -> str:

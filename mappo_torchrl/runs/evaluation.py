@@ -17,7 +17,7 @@ Why not :class:`torchrl.collectors.Evaluator` (torchrl 0.14)? Three reasons:
 - Seeding: it resets its env itself, with no way to reseed it before each
   evaluation, so successive evaluations do not replay the same episodes.
 
-All of it runs inside :func:`~mappo_torchrl.training.rng.isolated_rng`:
+All of it runs inside :func:`~mappo_torchrl.rng.isolated_rng`:
 evaluating never moves a random stream that training reads, so a run with
 evaluations trains exactly like one without.
 """
@@ -35,11 +35,10 @@ from tensordict.nn import TensorDictModuleBase
 from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-from mappo_torchrl.envs.groups import GroupKeys, all_group_keys
+from mappo_torchrl.envs.keys import GroupKeys, all_group_keys, key_tuple
 from mappo_torchrl.models.recurrent import add_recurrent_state
-from mappo_torchrl.training.rng import isolated_rng
-
-Metrics = dict[str, float]
+from mappo_torchrl.rng import isolated_rng
+from mappo_torchrl.training.metrics import Metrics
 
 
 @dataclass
@@ -113,7 +112,7 @@ def run_episodes(
     Example:
         >>> from mappo_torchrl.envs import make_env
         >>> from mappo_torchrl.models import make_actor
-        >>> from mappo_torchrl.training.evaluation import run_episodes
+        >>> from mappo_torchrl.runs.evaluation import run_episodes
         >>> env = make_env("navigation", num_envs=4, max_steps=10, seed=0)
         >>> actor = make_actor(env, "agents")
         >>> run_episodes(env, actor, max_steps=10).returns["agents"].shape
@@ -138,7 +137,7 @@ class Evaluation:
     """Evaluates a policy on its own env, seeded the same way every time.
 
     The env is built lazily by ``make_env(num_envs=episodes, seed=seed)``,
-    inside :func:`~mappo_torchrl.training.rng.isolated_rng` (building a VMAS
+    inside :func:`~mappo_torchrl.rng.isolated_rng` (building a VMAS
     env seeds the streams that every VMAS env shares). Calling the object
     returns ``eval/*`` metrics and ``time/eval_s``.
 
@@ -231,7 +230,7 @@ def _rollout(
 
 
 def _agent_returns(last: TensorDictBase, keys: GroupKeys) -> torch.Tensor:
-    returns = last.get(("next", *_tuple(keys.episode_reward)))
+    returns = last.get(("next", *key_tuple(keys.episode_reward)))
     return returns.reshape(*last.batch_size, keys.n_agents, -1).sum(-1).cpu()
 
 
@@ -251,7 +250,3 @@ def _mean(x: torch.Tensor) -> float:
 
 def _std(x: torch.Tensor) -> float:
     return float(x.std()) if x.numel() > 1 else (0.0 if x.numel() else math.nan)
-
-
-def _tuple(key) -> tuple[str, ...]:
-    return (key,) if isinstance(key, str) else tuple(key)

@@ -95,9 +95,9 @@ def group_keys(env: EnvBase, group: str) -> GroupKeys:
     if group not in group_map:
         raise ValueError(f"group={group!r}: not in the env's groups {sorted(group_map)}")
     observation_keys = set(env.full_observation_spec.keys(True, True))
-    reward_keys = [_as_tuple(k) for k in env.reward_keys]
-    done_keys = [_as_tuple(k) for k in env.done_keys]
-    action_keys = [_as_tuple(k) for k in env.action_keys]
+    reward_keys = [key_tuple(k) for k in env.reward_keys]
+    done_keys = [key_tuple(k) for k in env.done_keys]
+    action_keys = [key_tuple(k) for k in env.action_keys]
 
     observation = (group, "observation")
     if observation not in observation_keys:
@@ -119,7 +119,7 @@ def group_keys(env: EnvBase, group: str) -> GroupKeys:
         done=done,
         terminated=terminated,
         team_done="done" if ("done",) in done_keys else None,
-        episode_reward=(*_as_tuple(reward)[:-1], "episode_reward"),
+        episode_reward=(*key_tuple(reward)[:-1], "episode_reward"),
         state="state" if "state" in observation_keys else None,
         action_mask=(group, "action_mask") if (group, "action_mask") in observation_keys else None,
         agent_mask=(group, "mask") if (group, "mask") in observation_keys else None,
@@ -138,7 +138,14 @@ def all_group_keys(env: EnvBase) -> dict[str, GroupKeys]:
     return {group: group_keys(env, group) for group in env.group_map}
 
 
-def _as_tuple(key: NestedKey) -> tuple[str, ...]:
+def key_tuple(key: NestedKey) -> tuple[str, ...]:
+    """``key`` as a tuple, whether it is a plain string or already nested.
+
+    Example:
+        >>> from mappo_torchrl.envs.keys import key_tuple
+        >>> key_tuple("done"), key_tuple(("agents", "reward"))
+        (('done',), ('agents', 'reward'))
+    """
     return (key,) if isinstance(key, str) else tuple(key)
 
 

@@ -8,10 +8,10 @@ iteration reads:
 - the collector: its counters, and the tensordict it acts on next (the last
   observation, running episode returns and step counts of
   :class:`~torchrl.envs.RewardSum` / :class:`~torchrl.envs.StepCounter`);
-- the VMAS simulation (:mod:`mappo_torchrl.envs.snapshot`); other envs'
+- the VMAS simulation (:mod:`mappo_torchrl.envs.vmas_state`); other envs'
   internal state cannot be saved in general, so their resumed runs start new
   episodes (see :func:`resumable_env`);
-- every random stream (:mod:`mappo_torchrl.training.rng`);
+- every random stream (:mod:`mappo_torchrl.rng`);
 - the iteration and frame counters and the config.
 
 The replay buffer is not saved: the trainer empties it at the start of every
@@ -34,9 +34,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from mappo_torchrl.compat import collector_carrier, load_trajectory_ids
 from mappo_torchrl.config import ConfigError, from_dict, to_dict
-from mappo_torchrl.envs.snapshot import EnvStateError, load_vmas_state, vmas_env, vmas_state
-from mappo_torchrl.training.rng import rng_state, set_rng_state
+from mappo_torchrl.config.checks import first_line
+from mappo_torchrl.envs.vmas_state import EnvStateError, load_vmas_state, vmas_env, vmas_state
+from mappo_torchrl.rng import load_rng_state, rng_state
 
 if TYPE_CHECKING:
     from mappo_torchrl.training.trainer import Trainer
@@ -92,7 +94,7 @@ def trainer_state(trainer: Trainer, **extra: Any) -> dict[str, Any]:
         "collector": None if trainer.collects_in_workers else collector.state_dict(),
         # Collector.state_dict leaves out the tensordict it acts on next. It only
         # matches the env's internal state where that state can be saved (VMAS).
-        "carrier": collector._carrier.to_dict() if exact else None,
+        "carrier": collector_carrier(collector).to_dict() if exact else None,
         "env": vmas_state(trainer.env) if exact else None,
         "rng": rng_state(),
         "extra": extra,
@@ -144,11 +146,11 @@ def load_trainer_state(trainer: Trainer, state: dict[str, Any], *, source: str =
             _load_collector(trainer.collector, state["collector"], state["carrier"])
             load_vmas_state(trainer.env, state["env"])
     except (RuntimeError, ValueError, KeyError, EnvStateError) as err:
-        raise CheckpointError(f"{where}does not fit this run ({_first_line(err)})") from None
+        raise CheckpointError(f"{where}does not fit this run ({first_line(err)})") from None
     trainer.iteration = state["iteration"]
     trainer.frames = state["frames"]
     # Last: loading may itself have drawn random numbers.
-    set_rng_state(state["rng"])
+    load_rng_state(state["rng"])
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
@@ -198,11 +200,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
         raise CheckpointError(
-            f"checkpoint {str(path)!r} is truncated or corrupt ({_first_line(err)})"
+            f"checkpoint {str(path)!r} is truncated or corrupt ({first_line(err)})"
         ) from None
     except Exception as err:  # e.g. UnpicklingError from a file that is not a checkpoint
         raise CheckpointError(
-            f"checkpoint {str(path)!r} is not a mappo checkpoint ({_first_line(err)})"
+            f"checkpoint {str(path)!r} is not a mappo checkpoint ({first_line(err)})"
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {str(path)!r} is not a mappo checkpoint")
@@ -289,7 +291,7 @@ class Checkpointer:
 
 def _load_collector(collector, saved: dict[str, Any], carrier: dict[str, Any]) -> None:
     collector.load_state_dict(saved)
-    current = collector._carrier
+    current = collector_carrier(collector)
     # A fresh carrier holds the reset's keys; the saved one also the last policy outputs.
     missing = set(current.keys(True, True)) - set(_nested_keys(carrier))
     if missing:
@@ -299,7 +301,7 @@ def _load_collector(collector, saved: dict[str, Any], carrier: dict[str, Any]) -
     if "traj_pool" in saved:
         # load_state_dict drew fresh trajectory ids for a new carrier; the saved
         # carrier continues the old trajectories, so undo that draw.
-        collector._traj_pool.load_state_dict(saved["traj_pool"])
+        load_trajectory_ids(collector, saved["traj_pool"])
 
 
 def _nested_keys(data: dict[str, Any], prefix: tuple[str, ...] = ()) -> list:
@@ -349,11 +351,6 @@ def _differences(a: Any, b: Any, prefix: str = "") -> dict[str, tuple[Any, Any]]
             out.update(_differences(a.get(key), b.get(key), f"{prefix}{key}."))
         return out
     return {} if a == b else {prefix.rstrip("."): (a, b)}
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip() or type(err).__name__
-    return text.splitlines()[0][:200]
 
 
 def load_weights(trainer: Trainer, state: dict[str, Any], *, source: str = "") -> None:

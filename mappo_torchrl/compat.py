@@ -1,0 +1,96 @@
+"""Every use of a private attribute of TorchRL (and of torch's TensorBoard writer).
+
+The rest of the package calls these functions instead, so that a TorchRL
+upgrade that renames or removes one of them touches this file only.
+``tests/test_torchrl_workarounds.py`` pins each one against the installed
+TorchRL (0.14): if a test there fails after an upgrade, the matching function
+here is what to change.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from tensordict import TensorDictBase
+from torch import nn
+from torchrl.modules import MultiAgentMLP
+from torchrl.objectives import LossModule
+from torchrl.objectives.value import MultiAgentGAE, ValueEstimatorBase
+
+
+def collector_carrier(collector) -> TensorDictBase:
+    """The tensordict a :class:`~torchrl.collectors.Collector` acts on next.
+
+    ``Collector.state_dict`` leaves it out (the last observation, running
+    episode returns, step counts, recurrent states), so a checkpoint saves it
+    itself (TorchRL: ``collector._carrier``).
+    """
+    return collector._carrier
+
+
+def load_trajectory_ids(collector, state: dict[str, Any]) -> None:
+    """Restore the collector's trajectory-id counter from ``state``.
+
+    ``Collector.load_state_dict`` draws fresh trajectory ids for a new
+    carrier; a restored carrier continues the saved trajectories, so the
+    counter is put back (TorchRL: ``collector._traj_pool``).
+    """
+    collector._traj_pool.load_state_dict(state)
+
+
+def set_value_estimator(loss: LossModule, estimator: ValueEstimatorBase) -> None:
+    """Install ``estimator`` as ``loss.value_estimator``.
+
+    ``loss.value_estimator = estimator`` is swallowed by
+    ``nn.Module.__setattr__``, which registers a submodule and skips the
+    property setter, so the setter is called explicitly.
+    """
+    type(loss).value_estimator.fset(loss, estimator)
+
+
+def standardize_per_agent(
+    gae: MultiAgentGAE, advantage: torch.Tensor, active: torch.Tensor
+) -> torch.Tensor:
+    """TorchRL's per-agent advantage standardisation over the ``active`` entries
+    (``MultiAgentGAE._normalize_advantage``)."""
+    return gae._normalize_advantage(advantage, active)
+
+
+def agent_net_template(mlp: MultiAgentMLP) -> nn.Module:
+    """The module a ``MultiAgentMLP``'s per-agent parameters fill in: its layer names
+    (TorchRL: ``MultiAgentMLP._empty_net``)."""
+    return mlp._empty_net
+
+
+class WrappableMultiAgentMLP(MultiAgentMLP):
+    """A ``MultiAgentMLP`` whose per-agent network a subclass may wrap.
+
+    TorchRL builds each agent's network in the private ``_build_single_net``;
+    a subclass overrides :meth:`wrap_agent_net` instead.
+    """
+
+    def wrap_agent_net(self, net: nn.Module, *, device) -> nn.Module:
+        """The agent network to use in place of ``net`` (``net`` itself here)."""
+        return net
+
+    def _build_single_net(self, *, device, **kwargs) -> nn.Module:
+        return self.wrap_agent_net(
+            super()._build_single_net(device=device, **kwargs), device=device
+        )
+
+
+def tensorboard_file_writer(writer):
+    """The event-file writer of a ``torch.utils.tensorboard.SummaryWriter``, for
+    summaries ``SummaryWriter`` has no public method for (``_get_file_writer``)."""
+    return writer._get_file_writer()
+
+
+def output_queue(collector) -> Any:
+    """The queue a multi-process collector's workers put their batches in, or ``None``.
+
+    :class:`~torchrl.collectors.MultiAsyncCollector` keeps it as ``queue_out``;
+    the overlapped trainer peeks at it (without taking from it) to know when the
+    worker has finished its batch.
+    """
+    return getattr(collector, "queue_out", None)
