@@ -50,6 +50,8 @@ nitpick_ignore = [
     # (``from __future__ import annotations``): Trainer's ``env: EnvBase | None``
     # reaches it as the bare name, which no inventory holds.
     ("py:class", "EnvBase"),
+    # TorchRL documents no BaseCollector page; the collector factory returns one.
+    ("py:class", "torchrl.collectors._base.BaseCollector"),
     ("py:class", "NestedKey"),
     ("py:class", "TensorDictModuleBase"),
     ("py:class", "Path"),

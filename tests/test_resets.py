@@ -11,7 +11,7 @@ from mappo_torchrl.benchmark.grid import SUITE
 from mappo_torchrl.envs import make_env
 from mappo_torchrl.envs.resets import LoopResetVmasEnv, reset_envs_where
 from mappo_torchrl.envs.vmas_state import vmas_env
-from mappo_torchrl.rng import rng_state, set_rng_state
+from mappo_torchrl.rng import load_rng_state, rng_state
 
 NUM_ENVS = 6
 DUE = torch.tensor([True, False, False, True, False, True])
@@ -53,7 +53,7 @@ def test_reset_states_are_vmas_per_env_reset_states_for_the_same_seed(scenario):
 
     # VMAS's own per-env resets, from the same random state, on a twin env.
     twin = _stepped_env(scenario)
-    set_rng_state(rng)
+    load_rng_state(rng)
     for index in DUE.nonzero().flatten().tolist():
         vmas_env(twin).reset_at(index, return_observations=False)
     theirs, obs_theirs = _entity_states(twin), _observations(twin)

@@ -1,6 +1,6 @@
 """Partial resets of VMAS envs without TorchRL's per-env round trips.
 
-TorchRL's :class:`~torchrl.envs.libs.vmas.VmasEnv` resets the envs whose
+TorchRL's :func:`~torchrl.envs.VmasEnv` resets the envs whose
 episode ended early one at a time, through ``vmas.Environment.reset_at``,
 which swaps the process's random states for VMAS's own and back (torch,
 numpy and python) around every single env. :class:`LoopResetVmasEnv` swaps
