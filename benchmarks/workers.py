@@ -17,22 +17,15 @@ import json
 import os
 import subprocess
 import sys
-import warnings
+from pathlib import Path
 
 
 def make_spread_env():
-    """simple_spread, 3 agents, discrete actions, 25 steps an episode (as examples/)."""
-    from mpe2 import simple_spread_v3
-    from torchrl.envs.libs.pettingzoo import PettingZooWrapper
+    """simple_spread, 3 agents, discrete actions, 25 steps an episode: examples/'s env."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+    from pettingzoo_mpe import make_spread_env as example_env
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return PettingZooWrapper(
-            simple_spread_v3.parallel_env(N=3, max_cycles=25, continuous_actions=False),
-            use_mask=True,
-            return_state=True,
-            seed=0,
-        )
+    return example_env(seed=0, max_cycles=25)
 
 
 def measure(workers: int, iterations: int, frames_per_batch: int) -> dict:

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import pytest
@@ -93,18 +92,8 @@ def test_workers_give_batches_of_the_requested_shape(workers):
 
 
 def test_workers_run_copies_of_an_unbatched_env():
-    simple_spread_v3 = pytest.importorskip("mpe2.simple_spread_v3")
-    from torchrl.envs.libs.pettingzoo import PettingZooWrapper
-
-    def spread():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return PettingZooWrapper(
-                simple_spread_v3.parallel_env(N=3, max_cycles=10, continuous_actions=False),
-                use_mask=True,
-                return_state=True,
-                seed=0,
-            )
+    pytest.importorskip("mpe2.simple_spread_v3")
+    from test_pettingzoo import _spread_env as spread
 
     config = tiny_config(collector={"workers": 2, "frames_per_batch": 20, "total_frames": 40})
     config.env.num_envs = 1
