@@ -248,15 +248,15 @@ class Trainer:
         if self.frames >= total:
             return
         collect_start = time.perf_counter()
-        for batch in self.collector:
+        for batch in self.collector:  # 1. collect (in a worker when overlapped)
             batch = env_rows(batch)
             collect_s = time.perf_counter() - collect_start
             update_start = time.perf_counter()
             self._narrow_threads = self.update_threads < self._all_update_threads
             with threads_during(self.update_threads, self.device):
-                metrics = self.update(batch)
+                metrics = self.update(batch)  # 2-4. advantage, epochs x minibatches, step
             update_s = time.perf_counter() - update_start
-            if not self.overlap:
+            if not self.overlap:  # 5. sync the collector's weights
                 # Overlapped, the collector sends the weights itself when its
                 # worker starts the next batch, so no batch mixes two policies.
                 self.collector.update_policy_weights_()
@@ -319,7 +319,7 @@ class Trainer:
         group_returns = {
             name: mean_episode_return(batch, [group.keys]) for name, group in self.groups.items()
         }
-        with torch.no_grad():
+        with torch.no_grad():  # 2. advantage
             # Over whole trajectories; a recurrent critic runs step by step from
             # the hidden states stored at collection.
             for group in groups:
@@ -327,7 +327,7 @@ class Trainer:
         self.buffer.empty()
         self.buffer.extend(self.samples(batch))
         stats = []
-        for _ in range(self.config.optim.num_epochs):
+        for _ in range(self.config.optim.num_epochs):  # 3. epochs x minibatches
             # Drawn at once, these are the same minibatches as sampling them one
             # by one without replacement, without a buffer call per step.
             epoch = self.buffer.sample()
@@ -335,7 +335,7 @@ class Trainer:
                 self._widen_threads()
                 # Recurrent layers run over each chunk (time is its last dim).
                 with set_recurrent_mode(True) if self.recurrent else nullcontext():
-                    # update_step, compiled or captured if config.perf says so.
+                    # 4. step: update_step, compiled or captured if config.perf says so.
                     stats.append(self.compiled_update_step(minibatch))
         for scheduler in self.schedulers:
             scheduler.step()
