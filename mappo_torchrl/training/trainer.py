@@ -117,7 +117,7 @@ class Trainer:
         >>> [m["frames"] for m in history]
         [40, 80]
         >>> sorted(k for k in history[-1] if k.startswith("train/"))[:4]
-        ['train/actor_lr', 'train/clip_fraction', 'train/entropy', 'train/episode_return']
+        ['train/actor_lr', 'train/behaviour_kl', 'train/clip_fraction', 'train/entropy']
     """
 
     def __init__(
