@@ -24,14 +24,14 @@ from mappo_torchrl.training import Trainer
 def _record_updates(trainer: Trainer) -> list[tuple[TensorDict, TensorDict]]:
     """Make ``trainer`` keep each update's batch and the actor weights the update started from."""
     seen = []
-    real_update = trainer.update
+    real_advantages = trainer.compute_advantages
     actor = next(iter(trainer.groups.values())).actor
 
-    def update(batch):
+    def compute_advantages(batch):  # an update's first stage
         seen.append((batch.clone(), TensorDict.from_module(actor).clone()))
-        return real_update(batch)
+        return real_advantages(batch)
 
-    trainer.update = update
+    trainer.compute_advantages = compute_advantages
     return seen
 
 

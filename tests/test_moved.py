@@ -6,8 +6,12 @@ import importlib
 import sys
 
 import pytest
+from conftest import tiny_config
+from tensordict import TensorDict
 
 from mappo_torchrl._moved import MOVED
+from mappo_torchrl.data.collector import env_rows
+from mappo_torchrl.training import Trainer
 
 
 @pytest.mark.parametrize("old", MOVED)
@@ -49,3 +53,18 @@ def test_the_training_package_still_exports_what_it_exported():
         "seed_everything",
         "set_threads",
     }
+
+
+def test_trainer_update_warns_and_steps_as_the_loop_does():
+    cfg = tiny_config()
+    cfg.collector.total_frames = cfg.collector.frames_per_batch  # one iteration
+    looped = Trainer(cfg)
+    [loop_metrics] = looped.train(progress=False)
+    by_hand = Trainer(cfg)  # same seed: the same first batch and minibatches
+    batch = env_rows(next(iter(by_hand.collector)))
+    by_hand.collector.shutdown()
+    with pytest.warns(FutureWarning, match="folded into Trainer.iterations"):
+        metrics = by_hand.update(batch)
+    assert metrics["train/loss_objective"] == loop_metrics["train/loss_objective"]
+    for a, b in zip(by_hand.groups.values(), looped.groups.values(), strict=True):
+        assert (TensorDict.from_module(a.actor) == TensorDict.from_module(b.actor)).all()

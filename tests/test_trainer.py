@@ -109,20 +109,20 @@ def test_update_runs_with_update_threads_and_collection_with_threads(tiny):
     tiny.threads, tiny.update_threads = 1, 2
     trainer = Trainer(tiny)
     seen = {"update": [], "collect": []}
-    update, policy_forward = trainer.update, trainer.policy.forward
+    step, policy_forward = trainer.compiled_update_step, trainer.policy.forward
 
-    def recording_update(batch):
+    def recording_step(minibatch):
         seen["update"].append(torch.get_num_threads())
-        return update(batch)
+        return step(minibatch)
 
     def recording_forward(*args, **kwargs):
         seen["collect"].append(torch.get_num_threads())
         return policy_forward(*args, **kwargs)
 
-    trainer.update = recording_update
+    trainer.compiled_update_step = recording_step
     trainer.policy.forward = recording_forward
     trainer.train(progress=False)
-    assert seen["update"] == [min(2, available_cores())] * 2
+    assert seen["update"] and set(seen["update"]) == {min(2, available_cores())}
     assert seen["collect"] and set(seen["collect"]) == {1}
     assert torch.get_num_threads() == 1
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 
@@ -70,10 +71,10 @@ class Trainer:
     and critic. Groups of a heterogeneous env train side by side on the same
     samples.
 
-    Reading order: :meth:`train` runs :meth:`iterations` (collect, :meth:`update`,
-    sync the collector's weights); :meth:`update` computes advantages and runs
-    the epochs of minibatches; :meth:`update_step` is the gradient step, with
-    ``backward()``.
+    Reading order: :meth:`train` runs :meth:`iterations`, which holds the
+    loop's five stages in order (collect; :meth:`compute_advantages`; epochs x
+    :meth:`minibatches`; :meth:`update_step`, the gradient step with
+    ``backward()``; sync the collector's weights).
 
     Each group has two Adam optimisers, one for the actor and one for the
     critic, each with its own learning rate and its own gradient clipping, as
@@ -237,10 +238,11 @@ class Trainer:
     def iterations(self) -> Iterator[Metrics]:
         """Run the remaining iterations, yielding each one's metrics.
 
-        Each iteration: collect a batch, :meth:`update` on it (advantages, then
-        epochs x minibatches of :meth:`update_step`), sync the collector's weights.
+        The loop's five stages, in order: collect a batch, compute its
+        advantages, run epochs x minibatches, each minibatch one gradient
+        step (:meth:`update_step`), then sync the collector's weights.
         Overlapped (``collector.overlap``), the collector's worker already
-        collects the next batch during the update, with the weights before it.
+        collects the next batch during stages 2-4, with the weights before them.
         """
         # Workers start from the weights of now (a resumed run has loaded its own).
         self.collector.update_policy_weights_()
@@ -254,7 +256,15 @@ class Trainer:
             update_start = time.perf_counter()
             self._narrow_threads = self.update_threads < self._all_update_threads
             with threads_during(self.update_threads, self.device):
-                metrics = self.update(batch)  # 2-4. advantage, epochs x minibatches, step
+                self.compute_advantages(batch)  # 2. advantage
+                stats = []
+                with set_recurrent_mode(True) if self.recurrent else nullcontext():
+                    # Recurrent layers run over each chunk (time is its last dim).
+                    for minibatch in self.minibatches(batch):  # 3. epochs x minibatches
+                        # 4. step: update_step, compiled or captured if config.perf says so.
+                        stats.append(self.compiled_update_step(minibatch))
+                for scheduler in self.schedulers:
+                    scheduler.step()
             update_s = time.perf_counter() - update_start
             if not self.overlap:  # 5. sync the collector's weights
                 # Overlapped, the collector sends the weights itself when its
@@ -262,6 +272,7 @@ class Trainer:
                 self.collector.update_policy_weights_()
             self.iteration += 1
             self.frames += batch.numel()
+            metrics = self._summarise(batch, stats)
             metrics.update(
                 {
                     "iteration": self.iteration,
@@ -305,41 +316,48 @@ class Trainer:
                 self.collector.shutdown()
         return history
 
-    # -- one update -------------------------------------------------------------
+    # -- the stages' parts -------------------------------------------------------
 
-    def update(self, batch: TensorDictBase) -> Metrics:
-        """Advantages, then the PPO epochs, on one collected batch.
+    def compute_advantages(self, batch: TensorDictBase) -> None:
+        """Write each group's advantages and value targets into ``batch`` (``[num_envs, T]``).
 
-        Returns:
-            The iteration's ``train/*`` metrics: the mean episode return and
-            the loss terms and gradient norms averaged over its minibatches.
+        Over whole trajectories; a recurrent critic runs step by step from the
+        hidden states stored at collection.
         """
-        groups = list(self.groups.values())
-        episode_return = mean_episode_return(batch, [g.keys for g in groups])
-        group_returns = {
-            name: mean_episode_return(batch, [group.keys]) for name, group in self.groups.items()
-        }
-        with torch.no_grad():  # 2. advantage
-            # Over whole trajectories; a recurrent critic runs step by step from
-            # the hidden states stored at collection.
-            for group in groups:
+        with torch.no_grad():
+            for group in self.groups.values():
                 group.loss.value_estimator(batch)
+
+    def minibatches(self, batch: TensorDictBase) -> Iterator[TensorDictBase]:
+        """``optim.num_epochs`` passes over ``batch`` in minibatches of ``optim.minibatch_size``."""
         self.buffer.empty()
         self.buffer.extend(self.samples(batch))
-        stats = []
-        for _ in range(self.config.optim.num_epochs):  # 3. epochs x minibatches
+        for _ in range(self.config.optim.num_epochs):
             # Drawn at once, these are the same minibatches as sampling them one
             # by one without replacement, without a buffer call per step.
             epoch = self.buffer.sample()
             for minibatch in epoch.split(self.minibatch_size):
                 self._widen_threads()
-                # Recurrent layers run over each chunk (time is its last dim).
-                with set_recurrent_mode(True) if self.recurrent else nullcontext():
-                    # 4. step: update_step, compiled or captured if config.perf says so.
-                    stats.append(self.compiled_update_step(minibatch))
+                yield minibatch
+
+    def update(self, batch: TensorDictBase) -> Metrics:
+        """Deprecated: stages 2-4 of :meth:`iterations` on one ``[num_envs, T]`` batch.
+
+        Call :meth:`compute_advantages`, then :meth:`update_step` on each of
+        :meth:`minibatches`, as :meth:`iterations` does.
+        """
+        warnings.warn(
+            "Trainer.update is folded into Trainer.iterations; call compute_advantages, "
+            "then update_step on each of minibatches(batch)",
+            FutureWarning,
+            stacklevel=2,
+        )
+        self.compute_advantages(batch)
+        with set_recurrent_mode(True) if self.recurrent else nullcontext():
+            stats = [self.compiled_update_step(minibatch) for minibatch in self.minibatches(batch)]
         for scheduler in self.schedulers:
             scheduler.step()
-        return self._summarise(episode_return, group_returns, stats)
+        return self._summarise(batch, stats)
 
     def _widen_threads(self) -> None:
         """Overlapped, the update takes the collecting worker's core once its batch is in."""
@@ -389,12 +407,13 @@ class Trainer:
             stats[name] = summary
         return TensorDict(stats)
 
-    def _summarise(
-        self,
-        episode_return: torch.Tensor,
-        group_returns: dict[str, torch.Tensor],
-        stats: list[TensorDict],
-    ) -> Metrics:
+    def _summarise(self, batch: TensorDictBase, stats: list[TensorDict]) -> Metrics:
+        """The iteration's ``train/*`` metrics: the batch's mean episode return, and
+        the loss terms and gradient norms averaged over its minibatches."""
+        episode_return = mean_episode_return(batch, [g.keys for g in self.groups.values()])
+        group_returns = {
+            name: mean_episode_return(batch, [group.keys]) for name, group in self.groups.items()
+        }
         # One stack and one host transfer per iteration: no sync inside the epochs.
         means = torch.stack(stats).apply(lambda x: x.float().mean(), batch_size=[])
         values = TensorDict(
