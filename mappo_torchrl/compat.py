@@ -18,6 +18,10 @@ from torchrl.modules import MultiAgentMLP
 from torchrl.objectives import LossModule
 from torchrl.objectives.value import MultiAgentGAE, ValueEstimatorBase
 
+#: The attribute of a :class:`~torchrl.collectors.Collector` holding the
+#: tensordict it acts on next (its carrier); a worker's is reached by this name.
+CARRIER_ATTR = "_carrier"
+
 
 def collector_carrier(collector) -> TensorDictBase:
     """The tensordict a :class:`~torchrl.collectors.Collector` acts on next.
@@ -26,7 +30,7 @@ def collector_carrier(collector) -> TensorDictBase:
     episode returns, step counts, recurrent states), so a checkpoint saves it
     itself (TorchRL: ``collector._carrier``).
     """
-    return collector._carrier
+    return getattr(collector, CARRIER_ATTR)
 
 
 def load_trajectory_ids(collector, state: dict[str, Any]) -> None:
@@ -94,3 +98,4 @@ def output_queue(collector) -> Any:
     worker has finished its batch.
     """
     return getattr(collector, "queue_out", None)
+

@@ -18,6 +18,7 @@ from tensordict import TensorDict
 from mappo_torchrl.cli.main import main
 from mappo_torchrl.config import ConfigError
 from mappo_torchrl.data.collector import env_rows
+from mappo_torchrl.runs.checkpoint import trainer_state
 from mappo_torchrl.training import Trainer
 
 
@@ -145,19 +146,29 @@ def _checkpoints(run: Path) -> list[Path]:
     return sorted((run / "checkpoints").glob("ckpt-*.pt"))
 
 
-def test_an_overlapped_run_killed_with_sigkill_resumes_and_finishes(tmp_path, capsys):
-    run = tmp_path / "run"
-    argv = [
+def _overlapped_argv(run: Path) -> list[str]:
+    return [
         "train", "--run-dir", str(run), "--no-progress",
         "--env.num_envs", "4", "--env.max_steps", "10",
-        "--collector.frames_per_batch", "40", "--collector.total_frames", "4000",
+        "--collector.frames_per_batch", "40", "--collector.total_frames", "1600",
         "--collector.overlap", "on",
         "--optim.minibatch_size", "20", "--optim.num_epochs", "2",
         "--model.actor_cells", "16", "--model.critic_cells", "16",
         "--eval.interval", "0", "--checkpoint.interval", "5", "--threads", "1",
     ]  # fmt: skip
+
+
+def _losses(run: Path) -> list[tuple[int, str]]:
+    with (run / "metrics.csv").open(newline="") as f:
+        return [(int(row["iteration"]), row["train/loss_objective"]) for row in csv.DictReader(f)]
+
+
+def test_an_overlapped_run_killed_with_sigkill_resumes_bit_for_bit(tmp_path, capsys):
+    straight = tmp_path / "straight"
+    assert main(_overlapped_argv(straight)) == 0
+    run = tmp_path / "run"
     child = subprocess.Popen(
-        [sys.executable, "-m", "mappo_torchrl.cli.main", *argv],
+        [sys.executable, "-m", "mappo_torchrl.cli.main", *_overlapped_argv(run)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,  # kill -9 the trainer and its collecting worker together
@@ -170,10 +181,31 @@ def test_an_overlapped_run_killed_with_sigkill_resumes_and_finishes(tmp_path, ca
     child.wait(timeout=60)
     child.stderr.close()
     saved = int(_checkpoints(run)[-1].stem.split("-")[1])
-    assert 0 < saved < 100
+    assert 0 < saved < 40
+    capsys.readouterr()
     assert main(["train", "--resume", str(run), "--no-progress"]) == 0
-    assert "continues but not bit for bit" in capsys.readouterr().out
-    with (run / "metrics.csv").open(newline="") as f:
-        iterations = [int(row["iteration"]) for row in csv.DictReader(f)]
-    assert iterations == list(range(1, 101))  # every iteration once, to the last
-    assert int(_checkpoints(run)[-1].stem.split("-")[1]) == 100
+    assert "not bit for bit" not in capsys.readouterr().out
+    # Every iteration once, to the last, with the losses of the run never killed
+    # (the worker collected its batch in progress again, from where it had started).
+    assert _losses(run) == _losses(straight)
+    assert [i for i, _ in _losses(run)] == list(range(1, 41))
+    ours = torch.load(_checkpoints(run)[-1], weights_only=True)["groups"]["agents"]["loss"]
+    theirs = torch.load(_checkpoints(straight)[-1], weights_only=True)["groups"]["agents"]["loss"]
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs), "weights differ"
+
+
+@pytest.mark.parametrize(
+    ("collector", "saved"), [({"overlap": "on"}, True), ({"workers": 2}, False)]
+)
+def test_checkpoints_hold_the_overlapped_workers_env_but_not_several_workers(collector, saved):
+    trainer = Trainer(tiny_config(collector=collector))
+    try:
+        assert trainer.collects_in_workers
+        assert trainer.saves_worker_envs is saved
+        trainer.train(progress=False)
+        state = trainer_state(trainer)
+        assert (state["overlap"] is not None) is saved
+        assert state["env"] is None  # this process's env never stepped
+    finally:
+        trainer.collector.shutdown()

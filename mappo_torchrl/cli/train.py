@@ -268,10 +268,11 @@ def resume(args: argparse.Namespace) -> int:
         save_config(config, path / CONFIG_FILE)
     run_dir.write_status("running", resumed_from=checkpoint.name)
     print(f"mappo: resuming {path} from {checkpoint.name} (iteration {trainer.iteration})")
-    if trainer.collects_in_workers:
+    if trainer.collects_in_workers and not trainer.saves_worker_envs:
         print(
-            "mappo: the envs ran in worker processes (collector.overlap or collector.workers): "
-            "they start fresh episodes, so the run continues but not bit for bit"
+            "mappo: the envs ran in worker processes whose state a checkpoint cannot hold "
+            "(collector.workers, or collector.overlap with a non-VMAS env): they start fresh "
+            "episodes, so the run continues but not bit for bit"
         )
 
     def make_session() -> TrainingSession:

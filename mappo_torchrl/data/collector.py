@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import torch
 from tensordict import TensorDict, TensorDictBase
@@ -11,8 +13,9 @@ from tensordict.nn import TensorDictModuleBase
 from torchrl.collectors import BaseCollector, Collector, MultiAsyncCollector, MultiSyncCollector
 from torchrl.envs import EnvBase
 
-from mappo_torchrl.compat import output_queue
+from mappo_torchrl.compat import CARRIER_ATTR, output_queue
 from mappo_torchrl.config.checks import check_int
+from mappo_torchrl.envs.boundaries import boundary_file, read_boundary
 
 EnvFn = Callable[[], EnvBase]
 
@@ -29,6 +32,7 @@ def make_collector(
     worker_env_fns: list[EnvFn] = (),
     workers: int = 1,
     overlap: bool = False,
+    boundaries=None,
     worker_threads: int = 1,
 ) -> BaseCollector:
     """A TorchRL collector yielding ``[num_envs, frames_per_batch // num_envs]`` batches.
@@ -58,6 +62,10 @@ def make_collector(
             ``workers > 1`` or ``overlap``.
         workers: env copies stepped in worker processes (1: in this process).
         overlap: collect in one worker process while the update runs.
+        boundaries: with ``overlap``, the folder the worker's env saves its state
+            in after each batch (``worker_env_fns`` wrapping their env in a
+            :class:`~mappo_torchrl.envs.boundaries.BatchBoundaryEnv`), for
+            checkpoints that resume exactly.
         worker_threads: torch threads of each worker process.
 
     Example:
@@ -106,6 +114,7 @@ def make_collector(
             # with it, so the trained ones would change under it mid-batch.
             copy.deepcopy(policy),
             trained=policy,
+            boundaries=boundaries,
             # The weights are sent when the worker is between two batches, so a
             # batch never mixes two versions of the policy.
             update_at_each_batch=True,
@@ -140,16 +149,64 @@ class OverlappedCollector(MultiAsyncCollector):
     copied from ``trained``, the module the update steps, so that each batch is
     collected by exactly one version of the weights: the latest one at the
     moment the worker starts the batch.
+
+    With ``boundaries`` (the folder the worker's
+    :class:`~mappo_torchrl.envs.boundaries.BatchBoundaryEnv` saves to), it
+    keeps what the worker starts its current batch from, so that a checkpoint
+    can hold it: :meth:`resume_state` and :meth:`load_resume_state`.
     """
 
-    def __init__(self, *args, trained: torch.nn.Module, **kwargs) -> None:
+    def __init__(self, *args, trained: torch.nn.Module, boundaries=None, **kwargs) -> None:
         self._trained = trained
+        self._boundaries = boundaries
+        self._batches = 0
+        self._boundary: Path | None = None  # what the current batch started from
+        #: The weights the worker collects its current batch with.
+        self.behaviour_weights: TensorDictBase | None = None
+        self._resumed_weights: TensorDictBase | None = None
         super().__init__(*args, **kwargs)
 
     def update_policy_weights_(self, policy_or_weights=None, **kwargs) -> None:
         if policy_or_weights is None:
-            policy_or_weights = TensorDict.from_module(self._trained).data
+            if self._resumed_weights is not None and self._frames == 0:
+                # A resumed run's first batch is collected by the weights that
+                # collected it in the run that stopped.
+                policy_or_weights = self._resumed_weights
+            else:
+                self._resumed_weights = None
+                policy_or_weights = TensorDict.from_module(self._trained).data
+            self.behaviour_weights = policy_or_weights.clone()
         super().update_policy_weights_(policy_or_weights, **kwargs)
+
+    def iterator(self):
+        for batch in super().iterator():
+            if self._boundaries is not None:
+                # Written before the batch was sent; the worker writes the other
+                # file next, and this one again only after the next batch is taken.
+                self._boundary = boundary_file(self._boundaries, self._batches)
+            self._batches += 1
+            yield batch
+
+    def resume_state(self) -> dict[str, Any] | None:
+        """What the worker's current batch starts from, as plain data (``None``
+        before the first batch, or without ``boundaries``): the worker's env
+        state, random streams and next tensordict, and the weights it uses."""
+        if self._boundary is None:
+            return None
+        weights = self.behaviour_weights.to_dict()
+        return {"boundary": read_boundary(self._boundary), "weights": weights}
+
+    def load_resume_state(self, state: dict[str, Any]) -> None:
+        """Make the worker's next batch the one :meth:`resume_state` describes.
+
+        Call it before iterating: the worker must be waiting between batches.
+        """
+        boundary = state["boundary"]
+        self.map_fn(f"{CARRIER_ATTR}.update", [(boundary["carrier"],)])
+        # Last: loads the worker's random streams.
+        self.map_fn("env.load_boundary", [(boundary,)])
+        self._resumed_weights = TensorDict(state["weights"])
+        self._batches = 0  # the worker counts its batches from here
 
 
 def env_rows(batch: TensorDictBase) -> TensorDictBase:

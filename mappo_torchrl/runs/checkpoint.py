@@ -96,6 +96,8 @@ def trainer_state(trainer: Trainer, **extra: Any) -> dict[str, Any]:
         # matches the env's internal state where that state can be saved (VMAS).
         "carrier": collector_carrier(collector).to_dict() if exact else None,
         "env": vmas_state(trainer.env) if exact else None,
+        # An overlapped worker's batch in progress: where it started, and its weights.
+        "overlap": _overlap_state(collector),
         "rng": rng_state(),
         "extra": extra,
     }
@@ -136,7 +138,10 @@ def load_trainer_state(trainer: Trainer, state: dict[str, Any], *, source: str =
             group.critic_optim.load_state_dict(saved["critic_optim"])
         for scheduler, saved in zip(trainer.schedulers, state["schedulers"], strict=True):
             scheduler.load_state_dict(saved)
-        if trainer.collects_in_workers:
+        if state.get("overlap") is not None and hasattr(trainer.collector, "load_resume_state"):
+            # The worker collects again the batch it was collecting, from where it started.
+            trainer.collector.load_resume_state(state["overlap"])
+        elif trainer.collects_in_workers:
             pass  # the workers' envs start fresh episodes
         elif state["env"] is None:
             # An env whose state cannot be saved starts fresh episodes on resume.
@@ -287,6 +292,11 @@ class Checkpointer:
         for old in checkpoint_files(self.folder.parent)[: -self.keep]:
             old.unlink(missing_ok=True)
         return path
+
+
+def _overlap_state(collector) -> dict[str, Any] | None:
+    resume_state = getattr(collector, "resume_state", None)
+    return resume_state() if resume_state is not None else None
 
 
 def _load_collector(collector, saved: dict[str, Any], carrier: dict[str, Any]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -21,6 +22,8 @@ from mappo_torchrl.config.schema import ConfigError
 from mappo_torchrl.data import make_collector, make_replay_buffer
 from mappo_torchrl.data.collector import env_rows, next_batch_ready
 from mappo_torchrl.envs import make_env_from_config, track_episode_returns
+from mappo_torchrl.envs.boundaries import BatchBoundaryEnv
+from mappo_torchrl.envs.vmas_state import EnvStateError, vmas_env
 from mappo_torchrl.models import add_recurrent_state
 from mappo_torchrl.models.recurrent import recurrent_layers
 from mappo_torchrl.objectives.advantage import shifted_budget
@@ -37,13 +40,17 @@ def make_worker_env(
     policy: TensorDictSequential,
     *,
     worker: int,
+    workers: int = 1,
     env_fn: Callable[[], EnvBase] | None = None,
+    boundaries=None,
 ) -> EnvBase:
-    """One collection worker's env: ``1 / collector.workers`` of the VMAS envs, or ``env_fn()``.
+    """One collection worker's env: ``1 / workers`` of the VMAS envs, or ``env_fn()``.
 
     Worker ``i`` seeds its VMAS envs with ``seed + i``, so that workers do not
-    repeat each other. The env is ready for ``policy``'s recurrent layers. It
-    runs in a worker process, so everything it needs is pickled there.
+    repeat each other. The env is ready for ``policy``'s recurrent layers. With
+    ``boundaries`` (a folder), it saves its state there after each batch
+    (:class:`~mappo_torchrl.envs.boundaries.BatchBoundaryEnv`). It runs in a
+    worker process, so everything it needs is pickled there.
     """
     # This runs in the worker process: its own random streams (the policy's
     # samples) are seeded too, so that a run is reproducible.
@@ -53,11 +60,14 @@ def make_worker_env(
         if not _tracks_episode_returns(env):
             env = track_episode_returns(env)
     else:
-        workers = 1 if config.collector.overlap_enabled(config.device) else config.collector.workers
         env = make_env_from_config(
             config, seed=config.seed + worker, num_envs=config.env.num_envs // workers
         )
-    return add_recurrent_state(env, policy)
+    env = add_recurrent_state(env, policy)
+    if boundaries is not None:
+        steps = config.collector.frames_per_batch // max(env.batch_size.numel(), 1)
+        env = BatchBoundaryEnv(env, steps_per_batch=steps, folder=boundaries)
+    return env
 
 
 class Trainer:
@@ -181,8 +191,17 @@ class Trainer:
             env_fn is not None or env_is_config
         )
         workers = 1 if self.overlap else config.collector.workers
-        #: Whether worker processes step the envs (their state is not checkpointed).
+        #: Whether worker processes step the envs.
         self.collects_in_workers = self.overlap or workers > 1
+        # An overlapped VMAS worker saves its state after each batch, for
+        # checkpoints that resume exactly.
+        boundaries = None
+        if self.overlap and _is_vmas(env):
+            self._boundaries = tempfile.TemporaryDirectory(prefix="mappo-boundaries-")
+            boundaries = self._boundaries.name
+        #: Whether a checkpoint holds the state of the envs in worker processes
+        #: (an overlapped VMAS worker's), so that a resumed run is the same run.
+        self.saves_worker_envs = boundaries is not None
         self.collector = make_collector(
             env,
             collect_policy,
@@ -192,11 +211,20 @@ class Trainer:
             compile_policy=config.perf.compile_policy,
             cudagraph_policy=config.perf.cudagraph_policy,
             worker_env_fns=[
-                functools.partial(make_worker_env, config, collect_policy, worker=i, env_fn=env_fn)
+                functools.partial(
+                    make_worker_env,
+                    config,
+                    collect_policy,
+                    worker=i,
+                    workers=workers,
+                    env_fn=env_fn,
+                    boundaries=boundaries,
+                )
                 for i in range(workers)
             ],
             workers=workers,
             overlap=self.overlap,
+            boundaries=boundaries,
             worker_threads=max(config.threads, 1),
         )
         frames = config.collector.frames_per_batch
@@ -470,6 +498,14 @@ def _progress_returns(metrics: Metrics, groups) -> dict[str, str]:
 def _shifted_budget(config: RunConfig, num_envs: int) -> int:
     """Critic time slots GAE needs beyond T for the time-limit resets a row can hold."""
     return shifted_budget(config.collector.frames_per_batch // num_envs, config.env.max_steps)
+
+
+def _is_vmas(env: EnvBase) -> bool:
+    try:
+        vmas_env(env)
+    except EnvStateError:
+        return False
+    return True
 
 
 def _tracks_episode_returns(env: EnvBase) -> bool:
