@@ -98,4 +98,3 @@ def output_queue(collector) -> Any:
     worker has finished its batch.
     """
     return getattr(collector, "queue_out", None)
-
