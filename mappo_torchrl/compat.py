@@ -98,3 +98,16 @@ def output_queue(collector) -> Any:
     worker has finished its batch.
     """
     return getattr(collector, "queue_out", None)
+
+
+def shutdown_weight_sync(collector) -> None:
+    """Shut down the weight-sync schemes of a multi-process collector.
+
+    TorchRL's ``shutdown()`` leaves them to their ``__del__``, which puts a
+    message on a queue; for a collector that never sent weights, that starts the
+    queue's feeder thread while the interpreter exits, and the program hangs
+    there (torchrl 0.14.1; ``tests/test_torchrl_workarounds.py``). Shut down while
+    the interpreter runs, ``__del__`` has nothing left to do.
+    """
+    for scheme in (getattr(collector, "_weight_sync_schemes", None) or {}).values():
+        scheme.shutdown()

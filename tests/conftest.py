@@ -20,8 +20,9 @@ def _one_thread():
 
 
 def tiny_config(**sections) -> RunConfig:
-    """A RunConfig with small networks and two short iterations."""
+    """A RunConfig with small networks and two short iterations, collected in this process."""
     cfg = RunConfig()
+    cfg.collector.overlap = "off"  # sync: no worker process to start per test
     cfg.env.num_envs = 4
     cfg.env.max_steps = 10
     cfg.collector.frames_per_batch = 40

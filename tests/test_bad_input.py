@@ -13,6 +13,7 @@ from mappo_torchrl.cli.main import main
 from mappo_torchrl.runs.checkpoint import save_checkpoint, trainer_state
 
 TINY = [
+    "--collector.overlap", "off",  # sync: no worker process to start per test
     "--env.num_envs", "4",
     "--env.max_steps", "10",
     "--collector.frames_per_batch", "40",

@@ -45,6 +45,7 @@ from mappo_torchrl.runs.directory import RunDir
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = [
+    "collector.overlap=off",  # sync: no worker process to start per cell
     "env.num_envs=4",
     "env.max_steps=10",
     "collector.frames_per_batch=40",
@@ -258,8 +259,11 @@ def test_cell_commands_split_threads_and_resume(tmp_path):
     # update_threads defaults to 2: one thread per worker caps it at 1.
     assert start[start.index("--update_threads") + 1] == "1"
     assert "--overwrite" not in start
+    # A one-core share leaves no core for an overlapped collecting worker.
+    assert start[start.index("--collector.overlap") + 1] == "off"
     restart = cell_job(spec, Cell("balance", "g", 3), tmp_path, threads=4, action="restart").argv
     assert restart[restart.index("--update_threads") + 1] == "2" and "--overwrite" in restart
+    assert "--collector.overlap" not in restart  # the default, auto
     resume = cell_job(spec, Cell("balance", "g", 3), tmp_path, threads=1, action="resume").argv
     assert resume[resume.index("train") :] == [
         "train",

@@ -25,6 +25,7 @@ from mappo_torchrl.training import Trainer
 
 # 6 iterations of 40 frames, evaluation and a checkpoint every 2.
 TINY = [
+    "--collector.overlap", "off",  # sync: no worker process to start per test
     "--env.num_envs", "4",
     "--env.max_steps", "10",
     "--collector.frames_per_batch", "40",

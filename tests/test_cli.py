@@ -11,6 +11,8 @@ import yaml
 from mappo_torchrl.cli.main import main
 
 TINY = [
+    "--collector.overlap",  # sync: no worker process to start per test
+    "off",
     "--env.num_envs",
     "4",
     "--env.max_steps",

@@ -15,6 +15,7 @@ from mappo_torchrl.cli.main import build_parser
 
 MAPPO = str(Path(sysconfig.get_path("scripts")) / "mappo")
 TINY = [
+    "collector.overlap=off",  # sync: no worker process to start per test
     "env.num_envs=4", "env.max_steps=10", "collector.frames_per_batch=40",
     "collector.total_frames=40", "optim.minibatch_size=20", "model.actor_cells=16",
     "model.critic_cells=16", "eval.episodes=2",

@@ -209,3 +209,31 @@ def test_checkpoints_hold_the_overlapped_workers_env_but_not_several_workers(col
         assert state["env"] is None  # this process's env never stepped
     finally:
         trainer.collector.shutdown()
+
+
+AUTO_SCRIPT = """
+from mappo_torchrl.config import RunConfig
+from mappo_torchrl.training import Trainer
+
+def check():
+    cfg = RunConfig()  # collector.overlap: auto
+    cfg.env.num_envs, cfg.env.max_steps = 4, 10
+    cfg.collector.frames_per_batch, cfg.collector.total_frames = 40, 40
+    cfg.optim.minibatch_size = 20
+    trainer = Trainer(cfg)
+    print("overlap", trainer.overlap, flush=True)
+"""
+
+
+@pytest.mark.parametrize("guarded", [True, False])
+def test_auto_overlap_needs_a_main_guard_and_says_so_without_one(tmp_path, guarded):
+    script = tmp_path / "train.py"
+    tail = 'if __name__ == "__main__":\n    check()\n' if guarded else "check()\n"
+    script.write_text(AUTO_SCRIPT + tail)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"overlap {guarded}" in done.stdout
+    warned = "collector.overlap=auto is off" in done.stderr
+    assert warned is not guarded, done.stderr

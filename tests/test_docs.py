@@ -40,6 +40,7 @@ MODULES = [
     "mappo_torchrl.rng",
     "mappo_torchrl.training.threads",
     "mappo_torchrl.envs.vmas_state",
+    "mappo_torchrl.envs.boundaries",
     "mappo_torchrl.viz.video",
     "mappo_torchrl.viz.plot",
     "mappo_torchrl.cli.main",

@@ -12,6 +12,7 @@ from mappo_torchrl.runs.directory import read_metrics
 
 MAPPO = str(Path(sysconfig.get_path("scripts")) / "mappo")
 TAG = [
+    "--collector.overlap", "off",  # sync: no worker process to start per test
     "--scenario", "simple_tag",
     "--env.num_envs", "4", "--env.max_steps", "10",
     "--collector.frames_per_batch", "40", "--collector.total_frames", "120",

@@ -16,6 +16,7 @@ from mappo_torchrl.runs import loggers
 from mappo_torchrl.runs.loggers import hparams
 
 TINY = [
+    "--collector.overlap", "off",  # sync: no worker process to start per test
     "--env.num_envs", "4",
     "--env.max_steps", "10",
     "--collector.frames_per_batch", "40",

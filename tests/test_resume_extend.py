@@ -17,6 +17,7 @@ from mappo_torchrl.runs.directory import read_metrics, read_status
 from mappo_torchrl.training import Trainer
 
 TINY = [
+    "--collector.overlap", "off",  # sync: no worker process to start per test
     "--env.num_envs", "4", "--env.max_steps", "10", "--collector.frames_per_batch", "40",
     "--optim.minibatch_size", "20", "--model.actor_cells", "16", "--model.critic_cells", "16",
     "--eval.interval", "1", "--eval.episodes", "2", "--threads", "1", "--no-progress",

@@ -4,6 +4,10 @@ If one of these starts failing after a torchrl upgrade, the bug is fixed
 upstream and the matching workaround can go.
 """
 
+import subprocess
+import sys
+
+import pytest
 import torch
 from torchrl.modules import PopArtValueNorm
 from torchrl.objectives.multiagent import MAPPOLoss
@@ -264,3 +268,43 @@ def test_a_multi_process_collector_shares_the_given_policys_own_parameters(nav_e
         assert output_queue(collector).empty()  # no batch yet: nothing was asked for
     finally:
         collector.shutdown()
+
+
+UNUSED_COLLECTOR = """
+import sys
+from functools import partial
+from torchrl.collectors import MultiAsyncCollector
+from mappo_torchrl.compat import shutdown_weight_sync
+from mappo_torchrl.envs import make_env
+from mappo_torchrl.models import make_actor
+
+if __name__ == "__main__":
+    env_fn = partial(make_env, "navigation", num_envs=2, max_steps=5)
+    collector = MultiAsyncCollector(
+        [env_fn], make_actor(env_fn(), "agents", num_cells=8), frames_per_batch=10,
+        total_frames=20,
+    )
+    collector.shutdown()  # never iterated: no weights were ever sent
+    if sys.argv[1] == "workaround":
+        shutdown_weight_sync(collector)
+    print("done", flush=True)
+"""
+
+
+@pytest.mark.parametrize("workaround", [False, True])
+def test_a_multi_process_collector_never_iterated_hangs_the_exit_unless_its_schemes_stop(
+    tmp_path, workaround
+):
+    """Why shutdown_collector also shuts down the weight-sync schemes: TorchRL's
+    shutdown() leaves them to __del__, which at interpreter exit starts a queue
+    thread and waits for it forever (a Trainer built only to load a checkpoint)."""
+    script = tmp_path / "unused_collector.py"
+    script.write_text(UNUSED_COLLECTOR)
+    argv = [sys.executable, str(script), "workaround" if workaround else "plain"]
+    if workaround:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and "done" in done.stdout, done.stderr
+    else:
+        with pytest.raises(subprocess.TimeoutExpired) as hung:
+            subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        assert b"done" in hung.value.stdout  # the script ended; only the exit hangs

@@ -107,6 +107,9 @@ def cell_job(spec: BenchmarkSpec, cell: Cell, root: str | Path, *, threads: int,
         # Never more threads than the cell's share of the cores (0 means "all").
         argv += ["--threads", str(min(config.threads or threads, threads))]
         argv += ["--update_threads", str(min(config.update_threads or threads, threads))]
+        if threads < 2 and config.collector.overlap == "auto":
+            # An overlapped worker needs a core beyond the update's: a one-core share has none.
+            argv += ["--collector.overlap", "off"]
         if action == "restart":
             argv.append("--overwrite")  # the cell's own run, stopped before its first checkpoint
     return CellJob(cell, argv, cell.log(root), threads, action)

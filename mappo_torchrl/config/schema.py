@@ -308,12 +308,13 @@ class CollectorConfig:
     """Environment steps (summed over the vectorised envs) collected per iteration."""
     total_frames: int = 300_000
     """Environment steps for the whole run."""
-    overlap: OverlapMode = "off"
+    overlap: OverlapMode = "auto"
     """Collect the next batch in a worker process while the update learns from the last one:
-    on, off, or auto (on for a CPU run with collector.workers=1 and an env the workers can make,
-    off otherwise). Each batch is collected by the weights one
-    update behind (one iteration of policy lag; PPO's ratio uses the stored log-probs). A
-    resumed overlapped run continues, but not bit for bit (see docs/never-lost.md)."""
+    on, off, or auto (on for a CPU run with collector.workers=1, the config's VMAS env and a
+    program whose training sits under if __name__ == "__main__", as the mappo command's does;
+    off otherwise). Each batch is collected by the weights one update behind (one iteration of
+    policy lag; PPO's ratio uses the stored log-probs). With a VMAS env a resumed run is bit for
+    bit the run that never stopped (see docs/never-lost.md)."""
     workers: int = 1
     """Processes stepping copies of the env (TorchRL's MultiSyncCollector), for envs that are not
     vectorised (PettingZoo, your own); each holds env.num_envs / workers of the VMAS envs. 1

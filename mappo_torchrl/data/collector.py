@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import copy
+import functools
+import multiprocessing
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +17,7 @@ from tensordict.nn import TensorDictModuleBase
 from torchrl.collectors import BaseCollector, Collector, MultiAsyncCollector, MultiSyncCollector
 from torchrl.envs import EnvBase
 
-from mappo_torchrl.compat import CARRIER_ATTR, output_queue
+from mappo_torchrl.compat import CARRIER_ATTR, output_queue, shutdown_weight_sync
 from mappo_torchrl.config.checks import check_int
 from mappo_torchrl.envs.boundaries import boundary_file, read_boundary
 
@@ -207,6 +211,45 @@ class OverlappedCollector(MultiAsyncCollector):
         self.map_fn("env.load_boundary", [(boundary,)])
         self._resumed_weights = TensorDict(state["weights"])
         self._batches = 0  # the worker counts its batches from here
+
+
+def main_module_is_guarded() -> bool:
+    """Whether a collecting worker process can start from this program.
+
+    TorchRL starts its workers with ``spawn``, which runs the program's main
+    file again in the worker: training there must sit under
+    ``if __name__ == "__main__":``, or every worker would train too. True in an
+    interactive session, with ``python -c`` and for the ``mappo`` command; false
+    inside a worker process itself.
+    """
+    if multiprocessing.parent_process() is not None:
+        return False
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    if path is None:
+        return True
+    return _has_main_guard(str(path))
+
+
+@functools.cache
+def _has_main_guard(path: str) -> bool:
+    try:
+        tree = ast.parse(Path(path).read_text())
+    except (OSError, SyntaxError, ValueError):
+        return False
+    for node in tree.body:
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Compare):
+            names = [node.test.left, *node.test.comparators]
+            sides = {ast.unparse(side) for side in names}
+            if sides == {"__name__", "'__main__'"}:
+                return True
+    return False
+
+
+def shutdown_collector(collector: BaseCollector) -> None:
+    """``collector.shutdown()``, and for worker processes the weight-sync schemes
+    too, so that the program can exit (see :func:`mappo_torchrl.compat.shutdown_weight_sync`)."""
+    collector.shutdown()
+    shutdown_weight_sync(collector)
 
 
 def env_rows(batch: TensorDictBase) -> TensorDictBase:

@@ -47,6 +47,7 @@ class BatchBoundaryEnv(TransformedEnv):
         self._steps = 0
 
     def step_and_maybe_reset(self, tensordict):
+        """The env's ``step_and_maybe_reset``; after a batch's last step, the state is saved."""
         out, carrier = super().step_and_maybe_reset(tensordict)
         self._steps += 1
         if self._steps % self._steps_per_batch == 0:

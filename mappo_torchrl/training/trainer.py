@@ -6,6 +6,7 @@ import functools
 import tempfile
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 
@@ -20,7 +21,12 @@ from mappo_torchrl.config import PerfConfig, RunConfig
 from mappo_torchrl.config.checks import check_multi_agent_env
 from mappo_torchrl.config.schema import ConfigError
 from mappo_torchrl.data import make_collector, make_replay_buffer
-from mappo_torchrl.data.collector import env_rows, next_batch_ready
+from mappo_torchrl.data.collector import (
+    env_rows,
+    main_module_is_guarded,
+    next_batch_ready,
+    shutdown_collector,
+)
 from mappo_torchrl.envs import make_env_from_config, track_episode_returns
 from mappo_torchrl.envs.boundaries import BatchBoundaryEnv
 from mappo_torchrl.envs.vmas_state import EnvStateError, vmas_env
@@ -186,10 +192,7 @@ class Trainer:
             # states are stored with the data (the original's rnn_states_critic).
             collect_policy = TensorDictSequential(self.policy, *recurrent_critics)
         self.env = env = add_recurrent_state(env, collect_policy)
-        # A custom env instance cannot go to worker processes: "auto" keeps it here.
-        self.overlap = config.collector.overlap_enabled(config.device) and (
-            env_fn is not None or env_is_config
-        )
+        self.overlap = _resolve_overlap(config, env_is_config=env_is_config)
         workers = 1 if self.overlap else config.collector.workers
         #: Whether worker processes step the envs.
         self.collects_in_workers = self.overlap or workers > 1
@@ -227,6 +230,11 @@ class Trainer:
             boundaries=boundaries,
             worker_threads=max(config.threads, 1),
         )
+        if self.collects_in_workers:
+            # Worker processes wait for orders until shut down: a trainer that never
+            # trains (say, one that loads a checkpoint to evaluate) must not keep its
+            # program from exiting.
+            weakref.finalize(self, shutdown_collector, self.collector)
         frames = config.collector.frames_per_batch
         # A recurrent model's samples are chunks of chunk_length steps of one env.
         self.chunk_length = config.optim.chunk_length if self.recurrent else 1
@@ -341,7 +349,7 @@ class Trainer:
                     bar.update(metrics["frames"] - bar.n)
                     bar.set_postfix(_progress_returns(metrics, self.groups))
             finally:
-                self.collector.shutdown()
+                shutdown_collector(self.collector)
         return history
 
     # -- the stages' parts -------------------------------------------------------
@@ -498,6 +506,27 @@ def _progress_returns(metrics: Metrics, groups) -> dict[str, str]:
 def _shifted_budget(config: RunConfig, num_envs: int) -> int:
     """Critic time slots GAE needs beyond T for the time-limit resets a row can hold."""
     return shifted_budget(config.collector.frames_per_batch // num_envs, config.env.max_steps)
+
+
+def _resolve_overlap(config: RunConfig, *, env_is_config: bool) -> bool:
+    """``collector.overlap`` as on or off. ``auto`` is on for a CPU run with one
+    collector worker, the config's VMAS env and a program the worker process can
+    start from (:func:`~mappo_torchrl.data.collector.main_module_is_guarded`)."""
+    if config.collector.overlap != "auto":
+        return config.collector.overlap == "on"
+    if not (config.collector.overlap_enabled(config.device) and env_is_config):
+        return False
+    if main_module_is_guarded():
+        return True
+    warnings.warn(
+        "collector.overlap=auto is off: the program's main file trains outside "
+        "'if __name__ == \"__main__\":', which the collecting worker process would run "
+        "again; put the training under that line to collect while learning, or set "
+        "collector.overlap off to silence this",
+        UserWarning,
+        stacklevel=3,
+    )
+    return False
 
 
 def _is_vmas(env: EnvBase) -> bool:
