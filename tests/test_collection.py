@@ -17,8 +17,13 @@ from tensordict import TensorDict
 
 from mappo_torchrl.cli.main import main
 from mappo_torchrl.config import ConfigError
-from mappo_torchrl.data.collector import env_rows
-from mappo_torchrl.runs.checkpoint import trainer_state
+from mappo_torchrl.data.collector import env_rows, shutdown_collector
+from mappo_torchrl.runs.checkpoint import (
+    load_checkpoint,
+    load_trainer_state,
+    save_checkpoint,
+    trainer_state,
+)
 from mappo_torchrl.training import Trainer
 
 
@@ -237,3 +242,57 @@ def test_auto_overlap_needs_a_main_guard_and_says_so_without_one(tmp_path, guard
     assert f"overlap {guarded}" in done.stdout
     warned = "collector.overlap=auto is off" in done.stderr
     assert warned is not guarded, done.stderr
+
+
+@pytest.mark.parametrize(
+    "sections",
+    [
+        {"model": {"recurrent": "gru", "rnn_hidden": 8}, "optim": {"chunk_length": 5}},
+        {"env": {"scenario": "simple_tag"}},  # two agent groups
+    ],
+    ids=["recurrent", "heterogeneous"],
+)
+def test_an_overlapped_run_resumed_from_a_checkpoint_is_the_same_run(tmp_path, sections):
+    def config():
+        cfg = tiny_config(**sections)
+        cfg.collector.overlap, cfg.collector.total_frames = "on", 40 * 5
+        return cfg
+
+    straight, path = Trainer(config()), tmp_path / "ckpt.pt"
+    try:
+        later = []
+        for metrics in straight.iterations():
+            if metrics["iteration"] == 2:
+                save_checkpoint(trainer_state(straight), path)
+            elif metrics["iteration"] > 2:
+                later.append(metrics["train/episode_return"])
+    finally:
+        shutdown_collector(straight.collector)
+    resumed = Trainer(config())
+    try:
+        load_trainer_state(resumed, load_checkpoint(path))
+        history = list(resumed.iterations())
+    finally:
+        shutdown_collector(resumed.collector)
+    assert [m["iteration"] for m in history] == [3, 4, 5]
+    # The same batches (their returns) and the same weights at the end.
+    assert [m["train/episode_return"] for m in history] == later
+    for name, group in resumed.groups.items():
+        ours, theirs = (
+            TensorDict.from_module(group.actor),
+            TensorDict.from_module(straight.groups[name].actor),
+        )
+        assert (ours == theirs).all(), name
+
+
+def test_saving_the_workers_state_does_not_change_the_run(monkeypatch):
+    def history():
+        trainer = Trainer(tiny_config(collector={"overlap": "on", "total_frames": 160}))
+        saves = trainer.saves_worker_envs
+        return saves, [m["train/loss_objective"] for m in trainer.train(progress=False)]
+
+    saving, with_files = history()
+    monkeypatch.setattr("mappo_torchrl.training.trainer._is_vmas", lambda env: False)
+    not_saving, without_files = history()
+    assert saving and not not_saving
+    assert with_files == without_files
