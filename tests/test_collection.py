@@ -292,7 +292,7 @@ def test_saving_the_workers_state_does_not_change_the_run(monkeypatch):
         return saves, [m["train/loss_objective"] for m in trainer.train(progress=False)]
 
     saving, with_files = history()
-    monkeypatch.setattr("mappo_torchrl.training.trainer._is_vmas", lambda env: False)
+    monkeypatch.setattr("mappo_torchrl.training.trainer.is_vmas_env", lambda env: False)
     not_saving, without_files = history()
     assert saving and not not_saving
     assert with_files == without_files

@@ -66,6 +66,15 @@ def vmas_env(env: EnvBase) -> Any:
     return inner
 
 
+def is_vmas_env(env: EnvBase) -> bool:
+    """Whether ``env`` wraps a VMAS environment, whose state this module can save."""
+    try:
+        vmas_env(env)
+    except EnvStateError:
+        return False
+    return True
+
+
 def vmas_state(env: EnvBase) -> dict[str, Any]:
     """The simulation state of a VMAS env, as plain data ``torch.save`` can store.
 

@@ -11,6 +11,8 @@ iteration reads:
 - the VMAS simulation (:mod:`mappo_torchrl.envs.vmas_state`); other envs'
   internal state cannot be saved in general, so their resumed runs start new
   episodes (see :func:`resumable_env`);
+- with an overlapped collector, what its worker started the batch in progress
+  from (:mod:`mappo_torchrl.envs.boundaries`) and the weights collecting it;
 - every random stream (:mod:`mappo_torchrl.rng`);
 - the iteration and frame counters and the config.
 
@@ -37,7 +39,13 @@ import torch
 from mappo_torchrl.compat import collector_carrier, load_trajectory_ids
 from mappo_torchrl.config import ConfigError, from_dict, to_dict
 from mappo_torchrl.config.checks import first_line
-from mappo_torchrl.envs.vmas_state import EnvStateError, load_vmas_state, vmas_env, vmas_state
+from mappo_torchrl.data.collector import OverlappedCollector
+from mappo_torchrl.envs.vmas_state import (
+    EnvStateError,
+    is_vmas_env,
+    load_vmas_state,
+    vmas_state,
+)
 from mappo_torchrl.rng import load_rng_state, rng_state
 
 if TYPE_CHECKING:
@@ -74,8 +82,8 @@ def trainer_state(trainer: Trainer, **extra: Any) -> dict[str, Any]:
     ``extra`` holds plain values to keep alongside (e.g. the elapsed wall time).
     """
     collector = trainer.collector
-    # Worker processes hold the envs of an overlapped or multi-worker collector:
-    # a resumed run then starts fresh episodes, like an env whose state cannot be saved.
+    # This process's env and collector state, when they are the ones stepping;
+    # an overlapped worker's state is the "overlap" entry; several workers' is not kept.
     exact = not trainer.collects_in_workers and resumable_env(trainer.env)
     return {
         "format": FORMAT,
@@ -109,11 +117,7 @@ def resumable_env(env) -> bool:
     For other envs a checkpoint keeps everything else; a resumed run then
     starts new episodes where the old ones were cut.
     """
-    try:
-        vmas_env(env)
-    except EnvStateError:
-        return False
-    return True
+    return is_vmas_env(env)
 
 
 def load_trainer_state(trainer: Trainer, state: dict[str, Any], *, source: str = "") -> None:
@@ -138,7 +142,7 @@ def load_trainer_state(trainer: Trainer, state: dict[str, Any], *, source: str =
             group.critic_optim.load_state_dict(saved["critic_optim"])
         for scheduler, saved in zip(trainer.schedulers, state["schedulers"], strict=True):
             scheduler.load_state_dict(saved)
-        if state.get("overlap") is not None and hasattr(trainer.collector, "load_resume_state"):
+        if state.get("overlap") is not None and isinstance(trainer.collector, OverlappedCollector):
             # The worker collects again the batch it was collecting, from where it started.
             trainer.collector.load_resume_state(state["overlap"])
         elif trainer.collects_in_workers:
@@ -295,8 +299,7 @@ class Checkpointer:
 
 
 def _overlap_state(collector) -> dict[str, Any] | None:
-    resume_state = getattr(collector, "resume_state", None)
-    return resume_state() if resume_state is not None else None
+    return collector.resume_state() if isinstance(collector, OverlappedCollector) else None
 
 
 def _load_collector(collector, saved: dict[str, Any], carrier: dict[str, Any]) -> None:

@@ -29,7 +29,7 @@ from mappo_torchrl.data.collector import (
 )
 from mappo_torchrl.envs import make_env_from_config, track_episode_returns
 from mappo_torchrl.envs.boundaries import BatchBoundaryEnv
-from mappo_torchrl.envs.vmas_state import EnvStateError, vmas_env
+from mappo_torchrl.envs.vmas_state import is_vmas_env
 from mappo_torchrl.models import add_recurrent_state
 from mappo_torchrl.models.recurrent import recurrent_layers
 from mappo_torchrl.objectives.advantage import shifted_budget
@@ -199,7 +199,7 @@ class Trainer:
         # An overlapped VMAS worker saves its state after each batch, for
         # checkpoints that resume exactly.
         boundaries = None
-        if self.overlap and _is_vmas(env):
+        if self.overlap and is_vmas_env(env):
             self._boundaries = tempfile.TemporaryDirectory(prefix="mappo-boundaries-")
             boundaries = self._boundaries.name
         #: Whether a checkpoint holds the state of the envs in worker processes
@@ -527,14 +527,6 @@ def _resolve_overlap(config: RunConfig, *, env_is_config: bool) -> bool:
         stacklevel=3,
     )
     return False
-
-
-def _is_vmas(env: EnvBase) -> bool:
-    try:
-        vmas_env(env)
-    except EnvStateError:
-        return False
-    return True
 
 
 def _tracks_episode_returns(env: EnvBase) -> bool:
