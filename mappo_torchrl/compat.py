@@ -84,6 +84,15 @@ class WrappableMultiAgentMLP(MultiAgentMLP):
         )
 
 
+def cpu_has_bfloat16() -> bool:
+    """Whether this CPU has bfloat16 instructions (x86 avx512_bf16 or AMX tiles).
+
+    torch asks oneDNN through the private ``torch.cpu._is_avx512_bf16_supported``
+    and ``_is_amx_tile_supported``; there is no public query (torch 2.13).
+    """
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
 def tensorboard_file_writer(writer):
     """The event-file writer of a ``torch.utils.tensorboard.SummaryWriter``, for
     summaries ``SummaryWriter`` has no public method for (``_get_file_writer``)."""

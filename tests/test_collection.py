@@ -249,8 +249,9 @@ def test_auto_overlap_needs_a_main_guard_and_says_so_without_one(tmp_path, guard
     [
         {"model": {"recurrent": "gru", "rnn_hidden": 8}, "optim": {"chunk_length": 5}},
         {"env": {"scenario": "simple_tag"}},  # two agent groups
+        {"perf": {"precision": "bfloat16"}},  # auto's choice on a CPU with bfloat16
     ],
-    ids=["recurrent", "heterogeneous"],
+    ids=["recurrent", "heterogeneous", "bfloat16"],
 )
 def test_an_overlapped_run_resumed_from_a_checkpoint_is_the_same_run(tmp_path, sections):
     def config():

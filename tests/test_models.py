@@ -114,7 +114,7 @@ def test_per_agent_networks_with_the_cpu_tanh_run_under_vmap():
     mlp = make_mlp(
         n_agent_inputs=4, n_agent_outputs=2, n_agents=3, centralized=False,
         share_params=False, num_cells=8, depth=2, activation="tanh",
-        feature_norm=False, orthogonal_init=True, head_gain=1.0,
+        feature_norm=False, orthogonal_init=True, head_gain=1.0, precision="float32",
     )  # fmt: skip
     x = torch.randn(5, 3, 4)
     out = mlp(x)
@@ -127,3 +127,86 @@ def test_per_agent_networks_with_the_cpu_tanh_run_under_vmap():
         h = torch.tanh(x[:, 1] @ net[0].T + net[1])
         h = torch.tanh(h @ net[2].T + net[3])
         torch.testing.assert_close(out[:, 1], h @ net[4].T + net[5], atol=1e-6, rtol=0)
+
+
+def _mlp(precision: str, *, share_params: bool = True, feature_norm: bool = False):
+    from mappo_torchrl.models import make_mlp
+
+    torch.manual_seed(0)
+    return make_mlp(
+        n_agent_inputs=4, n_agent_outputs=2, n_agents=3, centralized=False,
+        share_params=share_params, num_cells=16, depth=2, activation="tanh",
+        feature_norm=feature_norm, orthogonal_init=True, head_gain=1.0, precision=precision,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("share_params", [True, False])
+def test_bfloat16_runs_the_hidden_layers_in_bfloat16_and_the_output_layer_in_float32(share_params):
+    fp32 = _mlp("float32", share_params=share_params)
+    bf16 = _mlp("bfloat16", share_params=share_params)
+    # The same parameters under the same names: checkpoints load either way.
+    assert set(bf16.params.flatten_keys().keys()) == set(fp32.params.flatten_keys().keys())
+    bf16.params.update_(fp32.params)
+    x = torch.randn(5, 3, 4)
+    out = bf16(x)
+    assert out.dtype == torch.float32
+    with torch.no_grad():  # by hand: bfloat16 matrix products and tanh, a float32 head
+        w = [fp32.params.get((str(i), k)) for i in (0, 2, 4) for k in ("weight", "bias")]
+        w = [t if share_params else t[1] for t in w]
+        xa = x if share_params else x[:, 1]
+        h = torch.tanh(xa.bfloat16() @ w[0].T.bfloat16() + w[1].bfloat16())
+        h = torch.tanh(h @ w[2].T.bfloat16() + w[3].bfloat16())
+        by_hand = h.float() @ w[4].T + w[5]
+    got = out if share_params else out[:, 1]
+    # Within bfloat16's rounding of the hidden layers (tanh's formula differs by ~1 ulp)...
+    torch.testing.assert_close(got, by_hand, atol=2e-2, rtol=0)
+    # ...and nowhere near float32 resolution, which shows the hidden layers are bfloat16.
+    assert (out - fp32(x)).abs().max() > 1e-5
+    out.sum().backward()
+    grads = [p.grad for p in bf16.parameters()]
+    assert grads and all(g is not None and g.dtype == torch.float32 for g in grads)
+
+
+def test_bfloat16_output_layer_keeps_float32_resolution_for_large_values():
+    mlp = _mlp("bfloat16")
+    head_bias = mlp.params.get(("4", "bias"))
+    head_bias.data.fill_(1000.0)  # a value of a thousand: bfloat16's step there is 8
+    out = mlp(torch.randn(64, 3, 4)).detach()
+    steps = out - 1000.0
+    # float32 resolves differences of well under 1; bfloat16 would round all to 0 or +-8.
+    assert steps.abs().max() > 0 and not torch.all(steps.remainder(8.0) == 0)
+
+
+def test_bfloat16_with_feature_norm_has_the_float32_layout():
+    fp32, bf16 = _mlp("float32", feature_norm=True), _mlp("bfloat16", feature_norm=True)
+    assert set(bf16.params.flatten_keys().keys()) == set(fp32.params.flatten_keys().keys())
+    bf16.params.update_(fp32.params)
+    x = torch.randn(5, 3, 4)
+    torch.testing.assert_close(bf16(x), fp32(x), atol=3e-2, rtol=0)
+
+
+def test_auto_precision_is_bfloat16_only_on_a_cpu_with_bfloat16_instructions(monkeypatch):
+    from mappo_torchrl.models import mlp as mlp_module
+
+    monkeypatch.setattr(mlp_module, "cpu_has_bfloat16", lambda: True)
+    assert mlp_module.resolve_precision("auto", "cpu") == "bfloat16"
+    assert mlp_module.resolve_precision("auto", None) == "bfloat16"
+    assert mlp_module.resolve_precision("auto", "cuda") == "float32"
+    assert mlp_module.resolve_precision("float32", "cpu") == "float32"
+    monkeypatch.setattr(mlp_module, "cpu_has_bfloat16", lambda: False)
+    assert mlp_module.resolve_precision("auto", "cpu") == "float32"
+    assert mlp_module.resolve_precision("bfloat16", "cpu") == "bfloat16"
+    allowed = r"^precision='half': must be one of auto, float32, bfloat16$"
+    with pytest.raises(ValueError, match=allowed):
+        mlp_module.resolve_precision("half", "cpu")
+
+
+def test_actor_and_critic_take_the_precision(nav_env):
+    from mappo_torchrl.models.mlp import AgentMLP
+
+    for module in (
+        make_actor(nav_env, "agents", num_cells=16, precision="bfloat16"),
+        make_critic(nav_env, "agents", num_cells=16, precision="bfloat16"),
+    ):
+        (mlp,) = [m for m in module.modules() if isinstance(m, AgentMLP)]
+        assert mlp.precision == "bfloat16"

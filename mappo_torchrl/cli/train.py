@@ -26,6 +26,7 @@ from mappo_torchrl.config import (
 )
 from mappo_torchrl.config.checks import first_line
 from mappo_torchrl.envs import check_scenario, make_env_from_config
+from mappo_torchrl.models.mlp import resolve_precision
 from mappo_torchrl.rng import isolated_rng
 from mappo_torchrl.runs.checkpoint import (
     CheckpointError,
@@ -188,6 +189,9 @@ def train_command(args: argparse.Namespace) -> int:
         fail(f"mappo train: error: {err}")
     start = f" from the weights of {args.init_from}" if init is not None else ""
     print(f"mappo: training {config.env.scenario}{start} -> {run_dir.path}")
+    if config.perf.precision == "auto":
+        if resolve_precision("auto", config.device) == "bfloat16":
+            print("mappo: perf.precision auto: bfloat16 hidden layers (this CPU has bfloat16)")
     return _train(
         run_dir,
         lambda: TrainingSession(

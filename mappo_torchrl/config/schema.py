@@ -500,10 +500,20 @@ class OptimConfig:
             )
 
 
+PrecisionName = Literal["auto", "float32", "bfloat16"]
+PRECISIONS: tuple[str, ...] = get_args(PrecisionName)
+
+
 @dataclass
 class PerfConfig:
     """Speed switches. Each one leaves the algorithm unchanged (tests compare it with the
-    plain eager path)."""
+    plain eager path; ``precision`` within bfloat16's rounding)."""
+
+    precision: PrecisionName = "auto"
+    """Number format of the networks' hidden layers. bfloat16 runs their matrix products and
+    activations under torch.autocast in bfloat16 (weights, input LayerNorm, output layer,
+    distributions, losses and Adam stay float32); auto is bfloat16 on a CPU with bfloat16
+    instructions (avx512_bf16 or AMX) and float32 elsewhere (GPUs included)."""
 
     fused_adam: bool = True
     """Adam's fused kernel (one kernel for all parameters instead of one per tensor)."""
@@ -522,6 +532,7 @@ class PerfConfig:
     def validate(self, device: str, lr_decay: bool, recurrent: bool = False) -> None:
         """Raise :class:`ConfigError` on a switch that ``device``, ``lr_decay`` or a recurrent
         model rules out."""
+        _choice("perf.precision", self.precision, PRECISIONS)
         if recurrent:
             for name, why in RECURRENT_REFUSED.items():
                 value = getattr(self, name)

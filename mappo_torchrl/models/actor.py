@@ -23,6 +23,8 @@ from mappo_torchrl.config.schema import (
     ActionDistName,
     ActivationName,
     ModelConfig,
+    PerfConfig,
+    PrecisionName,
     RecurrentName,
 )
 from mappo_torchrl.envs.keys import GroupKeys, group_keys
@@ -45,6 +47,7 @@ def make_actor(
     recurrent: RecurrentName = ModelConfig.recurrent,
     rnn_hidden: int = ModelConfig.rnn_hidden,
     rnn_layers: int = ModelConfig.rnn_layers,
+    precision: PrecisionName = PerfConfig.precision,
     device: torch.device | str | None = None,
 ) -> ProbabilisticActor:
     """The policy of one agent group.
@@ -77,6 +80,8 @@ def make_actor(
             The env then needs :func:`~mappo_torchrl.models.add_recurrent_state`.
         rnn_hidden: recurrent state size.
         rnn_layers: stacked recurrent layers.
+        precision: ``"float32"``, ``"bfloat16"`` or ``"auto"``, the hidden layers'
+            number format (:func:`~mappo_torchrl.models.resolve_precision`).
         device: parameter device (defaults to the env's).
 
     Example:
@@ -124,6 +129,7 @@ def make_actor(
         head_gain=POLICY_HEAD_GAIN,
         rnn_hidden=rnn_hidden,
         rnn_layers=rnn_layers,
+        precision=precision,
         device=device,
     )
     if discrete:

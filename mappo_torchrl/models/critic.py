@@ -17,6 +17,8 @@ from mappo_torchrl.config.schema import (
     ActivationName,
     CriticInputName,
     ModelConfig,
+    PerfConfig,
+    PrecisionName,
     RecurrentName,
 )
 from mappo_torchrl.envs.keys import group_keys
@@ -43,6 +45,7 @@ def make_critic(
     recurrent: RecurrentName = ModelConfig.recurrent,
     rnn_hidden: int = ModelConfig.rnn_hidden,
     rnn_layers: int = ModelConfig.rnn_layers,
+    precision: PrecisionName = PerfConfig.precision,
     device: torch.device | str | None = None,
 ) -> TensorDictModule:
     """The value function of one agent group, writing ``(group, "state_value")``.
@@ -79,6 +82,8 @@ def make_critic(
             :func:`~mappo_torchrl.models.make_actor`). It reads the same inputs.
         rnn_hidden: recurrent state size.
         rnn_layers: stacked recurrent layers.
+        precision: ``"float32"``, ``"bfloat16"`` or ``"auto"``, the hidden layers'
+            number format (:func:`~mappo_torchrl.models.resolve_precision`).
         device: parameter device (defaults to the env's).
 
     Example:
@@ -141,6 +146,7 @@ def make_critic(
         head_gain=VALUE_HEAD_GAIN,
         rnn_hidden=rnn_hidden,
         rnn_layers=rnn_layers,
+        precision=precision,
         device=device,
     )
     if body is not None:

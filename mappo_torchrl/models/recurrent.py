@@ -33,7 +33,7 @@ from torchrl.data import Composite, Unbounded
 from torchrl.envs import EnvBase, InitTracker, TensorDictPrimer, TransformedEnv
 from torchrl.modules import GRUModule, LSTMModule, recurrent_mode
 
-from mappo_torchrl.config.schema import RECURRENT
+from mappo_torchrl.config.schema import RECURRENT, PerfConfig, PrecisionName
 from mappo_torchrl.envs.keys import key_tuple
 from mappo_torchrl.models.mlp import ACTIVATION_MODULES, AgentMLP, make_mlp
 
@@ -202,6 +202,7 @@ def make_recurrent_body(
     orthogonal_init: bool,
     rnn_hidden: int,
     rnn_layers: int,
+    precision: PrecisionName = PerfConfig.precision,
     device: torch.device | str | None = None,
 ) -> TensorDictSequential:
     """The hidden layers then a :class:`MultiAgentRNN`, as the original rMAPPO networks.
@@ -227,6 +228,7 @@ def make_recurrent_body(
         feature_norm=feature_norm,
         orthogonal_init=orthogonal_init,
         head_gain=nn.init.calculate_gain(activation),
+        precision=precision,
         device=device,
     )
     rnn = MultiAgentRNN(
@@ -270,6 +272,7 @@ def make_agent_network(
     head_gain: float,
     rnn_hidden: int,
     rnn_layers: int,
+    precision: PrecisionName = PerfConfig.precision,
     device: torch.device | str | None = None,
 ) -> tuple[TensorDictSequential | None, AgentMLP, NestedKey]:
     """An actor's or critic's network: ``(recurrent body or None, MLP, the MLP's input key)``.
@@ -295,6 +298,7 @@ def make_agent_network(
             orthogonal_init=orthogonal_init,
             rnn_hidden=rnn_hidden,
             rnn_layers=rnn_layers,
+            precision=precision,
             device=device,
         )
         in_key, in_dim, depth, centralized = body.module[-1].out_keys[0], rnn_hidden, 0, False
@@ -310,6 +314,7 @@ def make_agent_network(
         feature_norm=feature_norm and body is None,
         orthogonal_init=orthogonal_init,
         head_gain=head_gain,
+        precision=precision,
         device=device,
     )
     return body, net, in_key

@@ -87,6 +87,7 @@ def make_group_learner(
         recurrent=model.recurrent,
         rnn_hidden=model.rnn_hidden,
         rnn_layers=model.rnn_layers,
+        precision=perf.precision,
         device=device,
     )
     critic = make_critic(
@@ -106,6 +107,7 @@ def make_group_learner(
         recurrent=model.recurrent if model.recurrent_critic else "none",
         rnn_hidden=model.rnn_hidden,
         rnn_layers=model.rnn_layers,
+        precision=perf.precision,
         device=device,
     )
     ppo_loss = make_loss(
