@@ -11,6 +11,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -341,7 +342,7 @@ def test_local_workers_run_the_grid_and_write_the_results(tmp_path):
     done = benchmark(*grid, "--workers", "2", "--out", str(out), "--variant", "tiny", *TINY)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "2 worker(s) x 1 thread(s)" in done.stdout
-    assert "4 of 4 cells finished" in done.stdout
+    assert re.search(r"4 of 4 cells finished \(4 run by this command in \d+ s\)", done.stdout)
     results = assert_grid_results(out, ["navigation", "balance"], [0, 1], "tiny")
     marl = json.loads((out / "marl_eval.json").read_text())
     assert set(marl["vmas"]) == {"navigation", "balance"}

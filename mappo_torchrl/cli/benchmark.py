@@ -6,6 +6,7 @@ import argparse
 import shlex
 import signal
 import threading
+import time
 from pathlib import Path
 
 from mappo_torchrl.cli.options import fail
@@ -273,6 +274,7 @@ def _run_grid(args: argparse.Namespace, spec, root: Path, plan: dict) -> int:
         root, len(plan), counts["skip"], queued=bool(args.ray), off=args.no_progress
     )
     interrupted = False
+    started = time.perf_counter()
     # SIGINT explicitly too: a process started in the background inherits it ignored.
     previous = {
         signal.SIGTERM: signal.signal(signal.SIGTERM, _raise_interrupt),
@@ -305,6 +307,7 @@ def _run_grid(args: argparse.Namespace, spec, root: Path, plan: dict) -> int:
     print(
         f"mappo benchmark: {finished} of {len(plan)} cells finished"
         + (f", {len(failed)} failed ({', '.join(failed)})" if failed else "")
+        + f" ({len(jobs)} run by this command in {time.perf_counter() - started:.0f} s)"
         + f"; results: {root / RESULTS_MD}"
     )
     if interrupted:

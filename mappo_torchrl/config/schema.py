@@ -519,7 +519,8 @@ class PerfConfig:
     """Adam's fused kernel (one kernel for all parameters instead of one per tensor)."""
     shifted_gae: bool = False
     """One critic pass over T+1 steps for GAE instead of two passes over T (torchrl's
-    shifted=True); exact, with room for one time-limit reset per max_steps in each row."""
+    shifted=True); exact (in float32; with bfloat16 hidden layers, to bfloat16's rounding),
+    with room for one time-limit reset per max_steps in each row."""
     compile_update: bool = False
     """torch.compile the update step (loss, backward, clipping, optimiser step)."""
     cudagraph_update: bool = False
