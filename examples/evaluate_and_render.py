@@ -21,7 +21,7 @@ import dataclasses
 import torch
 
 from mappo_torchrl.cli.eval import format_table
-from mappo_torchrl.config import RunConfig, from_dict
+from mappo_torchrl.config import RunConfig, from_saved_dict
 from mappo_torchrl.envs import make_env_from_config
 from mappo_torchrl.runs.checkpoint import (
     latest_checkpoint,
@@ -61,7 +61,7 @@ def main() -> None:
     # -- load the newest checkpoint into a trainer built from its config ----------
     checkpoint = latest_checkpoint(run_path)
     state = load_checkpoint(checkpoint)
-    config = from_dict(state["config"])
+    config = from_saved_dict(state["config"])
     trainer = Trainer(config)
     load_trainer_state(trainer, state)
     print(f"policy: {checkpoint} (iteration {trainer.iteration}, {trainer.frames} frames)")

@@ -2,16 +2,19 @@
 
 import pytest
 import torch
+import yaml
 from conftest import tiny_config
 
 from mappo_torchrl.cli.main import main
-from mappo_torchrl.config import load_config
+from mappo_torchrl.config import load_config, load_run_config
+from mappo_torchrl.config.io import ADDED_OPTIONS, load_yaml
 from mappo_torchrl.runs.checkpoint import (
     CheckpointError,
     checkpoint_files,
     latest_checkpoint,
     load_checkpoint,
     load_weights,
+    save_checkpoint,
 )
 from mappo_torchrl.runs.directory import read_metrics, read_status
 from mappo_torchrl.training import Trainer
@@ -151,3 +154,49 @@ def test_load_weights_names_a_group_mismatch(tmp_path):
     trainer = Trainer(tiny_config(env={"scenario": "simple_tag"}))
     with pytest.raises(CheckpointError, match=r"agent groups \['agents'\] do not match"):
         load_weights(trainer, state)
+
+
+def _as_if_saved_before(options, run_dir) -> None:
+    """Drop ``options`` from a run's config.yaml and checkpoints, as an older version wrote them."""
+
+    def drop(config: dict) -> None:
+        for name in options:
+            section, key = name.split(".")
+            del config[section][key]
+
+    config = load_yaml((run_dir / "config.yaml").read_text())
+    drop(config)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    for path in checkpoint_files(run_dir):
+        state = load_checkpoint(path)
+        drop(state["config"])
+        save_checkpoint(state, path)
+
+
+def test_a_run_saved_before_an_option_existed_resumes_as_it_ran(tmp_path, capsys):
+    old, straight = tmp_path / "old", tmp_path / "straight"
+    # Before perf.precision and collector.overlap, runs were float32 and collected in-process.
+    assert train(old, "--collector.total_frames", "80", "--perf.precision", "float32") == 0
+    _as_if_saved_before(ADDED_OPTIONS, old)
+    assert load_run_config(old / "config.yaml").perf.precision == "float32"
+    assert load_config(old / "config.yaml").perf.precision == "auto"  # a --config file: defaults
+    assert main(["train", "--resume", str(old), "--collector.total_frames", "160"]) == 0
+    assert train(straight, "--collector.total_frames", "160", "--perf.precision", "float32") == 0
+    saved = load_config(old / "config.yaml")
+    assert (saved.perf.precision, saved.collector.overlap) == ("float32", "off")
+    assert _learning(read_metrics(old)) == _learning(read_metrics(straight))
+
+
+def test_saved_configs_keep_what_they_say_and_fill_only_the_added_options():
+    from mappo_torchrl.config import from_dict, from_saved_dict
+
+    old = from_saved_dict({"env": {"scenario": "balance"}, "perf": {"fused_adam": False}})
+    assert (old.perf.precision, old.collector.overlap, old.perf.fused_adam) == (
+        "float32",
+        "off",
+        False,
+    )
+    new = from_saved_dict({"perf": {"precision": "bfloat16"}, "collector": {"overlap": "auto"}})
+    assert (new.perf.precision, new.collector.overlap) == ("bfloat16", "auto")
+    # A config file given by the user (not a run's) keeps today's defaults.
+    assert (from_dict({}).perf.precision, from_dict({}).collector.overlap) == ("auto", "auto")

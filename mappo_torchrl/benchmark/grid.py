@@ -26,7 +26,7 @@ from mappo_torchrl.config import (
     apply_overrides,
     apply_preset,
     flatten,
-    load_config,
+    load_run_config,
     to_dict,
 )
 from mappo_torchrl.envs import check_scenario
@@ -304,7 +304,7 @@ def check_cell_matches(spec: BenchmarkSpec, cell: Cell, root: str | Path) -> Non
         file = path / CONFIG_FILE
         if not file.is_file():
             return
-        saved = flatten(to_dict(load_config(file)))
+        saved = flatten(to_dict(load_run_config(file)))
         wanted = flatten(to_dict(spec.run_config(cell)))
     for key in sorted(set(saved) | set(wanted)):
         if key in ("threads", "update_threads"):

@@ -10,7 +10,7 @@ import torch
 from tensordict.nn import TensorDictSequential
 
 from mappo_torchrl.cli.options import fail
-from mappo_torchrl.config import ConfigError, RunConfig, from_dict
+from mappo_torchrl.config import ConfigError, RunConfig, from_saved_dict
 from mappo_torchrl.config.checks import first_line
 from mappo_torchrl.config.schema import MAX_NUM_ENVS, check_seed
 from mappo_torchrl.envs import check_scenario, make_env_from_config
@@ -57,7 +57,7 @@ def eval_command(args: argparse.Namespace) -> int:
         state = load_checkpoint(path)
         if not isinstance(state.get("config"), dict):
             raise CheckpointError(f"checkpoint {str(path)!r} holds no config")
-        config = from_dict(state["config"])
+        config = from_saved_dict(state["config"])
         config = dataclasses.replace(config, device=args.device)
         config.validate()
         check_scenario(config.env.scenario)

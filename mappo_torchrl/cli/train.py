@@ -20,7 +20,7 @@ from mappo_torchrl.config import (
     apply_overrides,
     apply_preset,
     flatten,
-    load_config,
+    load_run_config,
     read_config_file,
     save_config,
 )
@@ -233,7 +233,7 @@ def resume(args: argparse.Namespace) -> int:
             raise RunDirError(f"--resume={str(path)!r}: not a run directory (no {CONFIG_FILE})")
         refuse_if_live(path, "--resume")
         status = read_status(path)
-        saved_config = load_config(path / CONFIG_FILE)
+        saved_config = load_run_config(path / CONFIG_FILE)
         config = apply_overrides(saved_config, overrides)
         config.validate()
         check_scenario(config.env.scenario)

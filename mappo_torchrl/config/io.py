@@ -154,6 +154,41 @@ def load_config(path: str | Path) -> RunConfig:
     return from_dict(read_config_file(path))
 
 
+#: Options added after runs began saving their configs, each with the value that
+#: behaves as the code did before it existed (float32 networks, collection in the
+#: training process). A saved config without one was written by an older version.
+ADDED_OPTIONS: dict[str, Any] = {"collector.overlap": "off", "perf.precision": "float32"}
+
+
+def from_saved_dict(data: Mapping[str, Any]) -> RunConfig:
+    """The :class:`RunConfig` a run saved (its ``config.yaml`` or a checkpoint's config).
+
+    Unlike :func:`from_dict`, options the run's version did not have take
+    their ``ADDED_OPTIONS`` value (in ``mappo_torchrl.config.io``), not
+    today's default, so that a run of an older version resumes, and is
+    evaluated, as it ran.
+
+    Example:
+        >>> from mappo_torchrl.config.io import from_saved_dict
+        >>> from_saved_dict({"env": {"scenario": "balance"}}).perf.precision
+        'float32'
+    """
+    if not isinstance(data, Mapping):
+        return from_dict(data)
+    data = dict(data)
+    for name, value in ADDED_OPTIONS.items():
+        section, key = name.split(".")
+        part = data.get(section, {})
+        if isinstance(part, Mapping) and key not in part:
+            data[section] = {**part, key: value}
+    return from_dict(data)
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    """:func:`from_saved_dict` of a run's saved config file."""
+    return from_saved_dict(read_config_file(path))
+
+
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested config dicts as ``{"section.field": value}`` (mappings in a leaf stay whole)."""
     hints = {name for name, _, _ in iter_options()}

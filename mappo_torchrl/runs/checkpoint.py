@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from mappo_torchrl.compat import collector_carrier, load_trajectory_ids
-from mappo_torchrl.config import ConfigError, from_dict, to_dict
+from mappo_torchrl.config import ConfigError, from_saved_dict, to_dict
 from mappo_torchrl.config.checks import first_line
 from mappo_torchrl.data.collector import OverlappedCollector
 from mappo_torchrl.envs.vmas_state import (
@@ -331,12 +331,13 @@ def _with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
     """A saved config with the options added since it was written at their defaults.
 
     A checkpoint of an older version lacks the newer options (and may use renamed
-    ones); those options then had their default behaviour, so they compare equal.
+    ones); those options then behaved as their ``ADDED_OPTIONS`` value
+    (:func:`~mappo_torchrl.config.from_saved_dict`), or as their default.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # renamed options, read as documented
         try:
-            return to_dict(from_dict(saved))
+            return to_dict(from_saved_dict(saved))
         except ConfigError:  # an option this version does not know: compare as saved
             return saved
 
