@@ -28,6 +28,7 @@ from mappo_torchrl.benchmark.grid import (
     BenchmarkSpec,
     Cell,
     Variant,
+    check_cell_matches,
     parse_variant,
     plan_cell,
 )
@@ -41,7 +42,7 @@ from mappo_torchrl.benchmark.report import (
     write_report,
 )
 from mappo_torchrl.cli.main import main
-from mappo_torchrl.config import RunConfig, save_config
+from mappo_torchrl.config import ConfigError, RunConfig, save_config
 from mappo_torchrl.runs.directory import RunDir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -460,3 +461,19 @@ def test_a_failed_cell_is_reported_and_the_others_finish(tmp_path):
     baseline = out / "navigation/tutorial/seed0"
     assert yaml.safe_load((baseline / "baseline.yaml").read_text())["num_envs"] == 4
     assert "| navigation | tutorial | 1 |" in (out / "results.md").read_text()
+
+
+def test_a_rerun_reuses_cells_whose_auto_overlap_was_turned_off_for_one_core(tmp_path, capsys):
+    out = tmp_path / "b"
+    spec = BenchmarkSpec(scenarios=["navigation"], seeds=[0], frames=12000)
+    cell = Cell("navigation", "default", 0)
+    cell.path(out).mkdir(parents=True)
+    config = spec.run_config(cell)
+    assert config.collector.overlap == "auto"
+    config.collector.overlap = "off"  # what a --workers 2 cell on 2 cores ran with
+    save_config(config, cell.path(out) / "config.yaml")
+    check_cell_matches(spec, cell, out)  # reused, not refused
+    config.loss.gamma = 0.5
+    save_config(config, cell.path(out) / "config.yaml")
+    with pytest.raises(ConfigError, match="holds a run with loss.gamma=0.5"):
+        check_cell_matches(spec, cell, out)

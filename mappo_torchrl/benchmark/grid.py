@@ -286,7 +286,9 @@ def check_cell_matches(spec: BenchmarkSpec, cell: Cell, root: str | Path) -> Non
     """Fail if the run already in the cell's directory was made with other settings.
 
     A rerun must ask for the same grid: a cell run for 12 000 frames is not
-    reused by a command that asks 60 000. Thread counts may differ.
+    reused by a command that asks 60 000. Thread counts may differ, and so may
+    ``collector.overlap`` where the grid leaves it ``auto`` (a cell with one
+    core runs with it off).
 
     Raises:
         ConfigError: naming the cell, the first setting that differs, and both values.
@@ -309,6 +311,8 @@ def check_cell_matches(spec: BenchmarkSpec, cell: Cell, root: str | Path) -> Non
     for key in sorted(set(saved) | set(wanted)):
         if key in ("threads", "update_threads"):
             continue
+        if key == "collector.overlap" and wanted.get(key) == "auto":
+            continue  # auto: off for a cell with a one-core share (cell_job), like its threads
         if saved.get(key) != wanted.get(key):
             raise ConfigError(
                 "--out",
