@@ -356,6 +356,7 @@ def plot_curves(spec: BenchmarkSpec, root: str | Path, out: str | Path) -> Path 
         return None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import EngFormatter
 
     results = {c: load_cell(c, root) for c in spec.cells()}
     n = len(spec.scenarios)
@@ -377,6 +378,7 @@ def plot_curves(spec: BenchmarkSpec, root: str | Path, out: str | Path) -> Path 
                 ax.fill_between(frames, low, high, color=line.get_color(), alpha=0.2, lw=0)
         ax.set_title(scenario)
         ax.set_xlabel("frames")
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 200k, not 200000 run together
         ax.grid(alpha=0.3)
     for ax in axes[:, 0]:
         ax.set_ylabel("episode return")

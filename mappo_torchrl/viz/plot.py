@@ -194,6 +194,7 @@ def plot_runs(paths: list[str | Path], out: str | Path) -> Path:
 def make_figure(runs: list[Run]):
     """The matplotlib figure :func:`plot_runs` saves (two panels, the legend below them)."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import EngFormatter
 
     lines = curves(runs)
     fig, (by_frames, by_time) = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
@@ -226,6 +227,7 @@ def make_figure(runs: list[Run]):
                     linestyle="--",
                 )
     by_frames.set_xlabel("environment frames")
+    by_frames.xaxis.set_major_formatter(EngFormatter(sep=""))  # 200k, 1.5M
     by_time.set_xlabel("wall time (s)")
     by_frames.set_ylabel("mean episode return per agent")
     for ax in (by_frames, by_time):
