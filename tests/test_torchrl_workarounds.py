@@ -4,6 +4,7 @@ If one of these starts failing after a torchrl upgrade, the bug is fixed
 upstream and the matching workaround can go.
 """
 
+import os
 import subprocess
 import sys
 
@@ -308,3 +309,19 @@ def test_a_multi_process_collector_never_iterated_hangs_the_exit_unless_its_sche
         with pytest.raises(subprocess.TimeoutExpired) as hung:
             subprocess.run(argv, capture_output=True, text=True, timeout=30)
         assert b"done" in hung.value.stdout  # the script ended; only the exit hangs
+
+
+@pytest.mark.skipif(
+    not (sys.platform.startswith("linux") and os.path.exists("/proc/cpuinfo")),
+    reason="reads the CPU flags from Linux's /proc/cpuinfo",
+)
+def test_torchs_private_bfloat16_queries_agree_with_the_cpu_flags():
+    # perf.precision auto rests on torch.cpu._is_avx512_bf16_supported and
+    # _is_amx_tile_supported (private, no public query in torch 2.13).
+    from mappo_torchrl.compat import cpu_has_bfloat16
+
+    flags = set()
+    for line in open("/proc/cpuinfo").read().splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+    assert cpu_has_bfloat16() == bool(flags & {"avx512_bf16", "amx_tile"})

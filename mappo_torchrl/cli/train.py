@@ -189,9 +189,8 @@ def train_command(args: argparse.Namespace) -> int:
         fail(f"mappo train: error: {err}")
     start = f" from the weights of {args.init_from}" if init is not None else ""
     print(f"mappo: training {config.env.scenario}{start} -> {run_dir.path}")
-    if config.perf.precision == "auto":
-        if resolve_precision("auto", config.device) == "bfloat16":
-            print("mappo: perf.precision auto: bfloat16 hidden layers (this CPU has bfloat16)")
+    if config.perf.precision == "auto" and resolve_precision("auto", config.device) == "bfloat16":
+        print("mappo: perf.precision auto: bfloat16 hidden layers (this CPU has bfloat16)")
     return _train(
         run_dir,
         lambda: TrainingSession(
