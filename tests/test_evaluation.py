@@ -8,7 +8,7 @@ from tensordict.nn import TensorDictModule
 from mappo_torchrl.envs import make_env
 from mappo_torchrl.rng import rng_state
 from mappo_torchrl.runs.directory import RunDir
-from mappo_torchrl.runs.evaluation import Evaluation, run_episodes
+from mappo_torchrl.runs.evaluation import Evaluation, is_competitive, run_episodes
 from mappo_torchrl.runs.session import TrainingSession
 from mappo_torchrl.training import Trainer
 
@@ -97,9 +97,10 @@ def test_two_groups_get_their_own_metrics():
         assert math.isfinite(metrics[f"eval/{group}/episode_return"])
 
 
-def test_evaluating_during_training_does_not_change_training(tmp_path):
+@pytest.mark.parametrize("scenario", ["navigation", "simple_tag"])  # simple_tag: 2 modes
+def test_evaluating_during_training_does_not_change_training(tmp_path, scenario):
     def train_metrics(eval_interval, name):
-        cfg = tiny_config(collector={"total_frames": 160})
+        cfg = tiny_config(collector={"total_frames": 160}, env={"scenario": scenario})
         cfg.eval.interval = eval_interval
         history = TrainingSession(Trainer(cfg), RunDir.create(tmp_path / name, cfg)).train(
             progress=False
@@ -110,5 +111,53 @@ def test_evaluating_during_training_does_not_change_training(tmp_path):
     without, trained_without = train_metrics(0, "without")
     assert trained_with_eval == trained_without
     assert all("eval/episode_return" in m for m in with_eval)
+    stochastic = "eval/stochastic/episode_return"
+    assert all((stochastic in m) == (scenario == "simple_tag") for m in with_eval)
     # eval.interval=0 still evaluates once, after the last iteration.
     assert [("eval/episode_return" in m) for m in without] == [False, False, False, True]
+
+
+def _tag_evaluation(trainer, **options):
+    # 50 steps: long enough for some catches, so that the two modes' returns differ.
+    def make(num_envs, seed):
+        return make_env("simple_tag", num_envs=num_envs, max_steps=50, seed=seed)
+
+    return Evaluation(make, trainer.policy, episodes=3, max_steps=50, seed=1000, **options)
+
+
+def test_competing_groups_also_get_the_stochastic_return():
+    trainer = Trainer(tiny_config(env={"scenario": "simple_tag", "max_steps": 50}))
+    evaluation = _tag_evaluation(trainer)
+    before = rng_state()
+    metrics = evaluation()
+    after = rng_state()
+    assert torch.equal(before["torch"], after["torch"])
+    assert torch.equal(before["vmas"][0], after["vmas"][0])
+    assert not torch.equal(
+        evaluation.last.returns["agent"], evaluation.last_stochastic.returns["agent"]
+    )
+
+    # The same episodes as a stochastic evaluation of its own: same seed, same count.
+    sampled = _tag_evaluation(trainer, deterministic=False)()
+    for group in ("adversary", "agent"):
+        stochastic = metrics[f"eval/stochastic/{group}/episode_return"]
+        assert stochastic == sampled[f"eval/{group}/episode_return"]
+    assert metrics["eval/stochastic/episode_return"] == sampled["eval/episode_return"]
+    assert not any(key.startswith("eval/stochastic/") for key in sampled)
+
+
+def test_one_group_plays_once():
+    trainer = Trainer(tiny_config())
+
+    def make(num_envs, seed):
+        return make_env("navigation", num_envs=num_envs, max_steps=10, seed=seed)
+
+    evaluation = Evaluation(make, trainer.policy, episodes=3, max_steps=10, seed=7)
+    metrics = evaluation()
+    assert evaluation.last_stochastic is None
+    assert not any(key.startswith("eval/stochastic/") for key in metrics)
+
+
+def test_competitive_means_several_groups():
+    assert is_competitive(make_env("simple_tag", num_envs=1))
+    assert not is_competitive(make_env("navigation", num_envs=1))

@@ -89,6 +89,8 @@ def eval_command(args: argparse.Namespace) -> int:
         f"{state['frames']} frames): {args.episodes} {mode} episodes, seed {seed}"
     )
     print(format_table(results))
+    if evaluation.last_stochastic is not None:
+        print(f"mappo eval: {format_modes(results, evaluation.last_stochastic)}")
     if args.video:
         from mappo_torchrl.viz.video import write_video
 
@@ -122,6 +124,27 @@ def format_table(results: EpisodeResults) -> str:
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(line.rstrip() for line in lines)
+
+
+def format_modes(deterministic: EpisodeResults, stochastic: EpisodeResults) -> str:
+    """Each group's mean return per agent, deterministic beside stochastic, on one line.
+
+    ``mappo eval`` prints it for envs whose groups compete
+    (:func:`~mappo_torchrl.runs.evaluation.is_competitive`): the same episodes,
+    at the policy's mode and sampled as in training, since against an opponent
+    the two can differ far more than the spread of either.
+    """
+    groups = "; ".join(
+        f"{group} {_pm(returns.mean(-1)).strip()} deterministic, "
+        f"{_pm(stochastic.returns[group].mean(-1)).strip()} stochastic"
+        for group, returns in deterministic.returns.items()
+    )
+    episodes = len(deterministic.lengths)
+    return (
+        f"competing groups, return per agent over the same {episodes} episodes "
+        f"(mean ± std): {groups} (training samples its actions; at its mode a policy "
+        "can play very differently against an opponent)"
+    )
 
 
 def _pm(values: torch.Tensor) -> str:

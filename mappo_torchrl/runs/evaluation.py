@@ -17,6 +17,12 @@ Why not :class:`torchrl.collectors.Evaluator` (torchrl 0.14)? Three reasons:
 - Seeding: it resets its env itself, with no way to reseed it before each
   evaluation, so successive evaluations do not replay the same episodes.
 
+Where agent groups compete (:func:`is_competitive`), a deterministic
+evaluation also plays the same episodes with sampled actions, reported as
+``eval/stochastic/*``: a policy trained by sampling can play very differently
+at its mode against an opponent (a simple_tag prey returned -129 at its mode,
+-7.5 sampled and about -10 in training).
+
 All of it runs inside :func:`~mappo_torchrl.rng.isolated_rng`:
 evaluating never moves a random stream that training reads, so a run with
 evaluations trains exactly like one without.
@@ -91,6 +97,30 @@ class EpisodeResults:
         return out
 
 
+def is_competitive(env: EnvBase) -> bool:
+    """Whether ``env``'s agents may compete: the rule is "it has more than one agent group".
+
+    VMAS groups agents by role (``adversary_0`` and ``agent_0`` in simple_tag),
+    and its scenarios with several roles set them against each other
+    (simple_tag, simple_adversary, simple_push, simple_world_comm...), so the
+    group count answers without playing. It is declared rather than measured
+    (from how the groups' returns move together) so that a run's evaluations
+    all report the same columns. Its misses: a cooperative env with several
+    groups (simple_speaker_listener, or ``env.group_map=one_group_per_agent``)
+    counts as competitive and pays for a second evaluation; opponents put in
+    one group (``env.group_map=all_in_one_group``) do not count.
+
+    Example:
+        >>> from mappo_torchrl.envs import make_env
+        >>> from mappo_torchrl.runs.evaluation import is_competitive
+        >>> is_competitive(make_env("simple_tag", num_envs=1))
+        True
+        >>> is_competitive(make_env("navigation", num_envs=1))
+        False
+    """
+    return len(env.group_map) > 1
+
+
 def run_episodes(
     env: EnvBase,
     policy: TensorDictModuleBase,
@@ -141,6 +171,12 @@ class Evaluation:
     env seeds the streams that every VMAS env shares). Calling the object
     returns ``eval/*`` metrics and ``time/eval_s``.
 
+    A deterministic evaluation of an env whose groups compete
+    (:func:`is_competitive`) also plays the same episodes (same seed, same
+    count) with sampled actions: ``last_stochastic``, and
+    ``eval/stochastic/*`` metrics beside the ``eval/*`` ones. Other
+    evaluations play once and leave ``last_stochastic`` ``None``.
+
     Args:
         make_env: ``(num_envs, seed) -> env``.
         policy: the joint policy (shared with training: evaluates its current weights).
@@ -168,6 +204,7 @@ class Evaluation:
         self.deterministic = deterministic
         self.env: EnvBase | None = None
         self.last: EpisodeResults | None = None
+        self.last_stochastic: EpisodeResults | None = None
         self.rendering = True
 
     def render(self, on: bool) -> None:
@@ -175,27 +212,37 @@ class Evaluation:
         self.rendering = on
 
     def run(self) -> EpisodeResults:
-        """Play the evaluation episodes; random streams are left as they were."""
+        """Play the evaluation episodes; random streams are left as they were.
+
+        Returns the episodes in the ``deterministic`` mode; the stochastic
+        ones of competing groups go to ``last_stochastic``.
+        """
         with isolated_rng():
             if self.env is None:
                 # A recurrent policy's states need an is_init flag and primers.
                 self.env = add_recurrent_state(self.make_env(self.episodes, self.seed), self.policy)
-            _switch_renderer(self.env, self.rendering)
-            self.env.set_seed(self.seed)
-            torch.manual_seed(self.seed)  # stochastic evaluation samples from it
-            self.last = run_episodes(
-                self.env,
-                self.policy,
-                max_steps=self.max_steps,
-                deterministic=self.deterministic,
-            )
+            self.last = self._play(deterministic=self.deterministic, render=self.rendering)
+            self.last_stochastic = None
+            if self.deterministic and is_competitive(self.env):
+                self.last_stochastic = self._play(deterministic=False, render=False)
         return self.last
 
     def __call__(self) -> Metrics:
         start = time.perf_counter()
         metrics = self.run().metrics()
+        if self.last_stochastic is not None:
+            metrics.update(self.last_stochastic.metrics("eval/stochastic"))
         metrics["time/eval_s"] = time.perf_counter() - start
         return metrics
+
+    def _play(self, *, deterministic: bool, render: bool) -> EpisodeResults:
+        """The episodes from the seeded starts, in one mode (both modes start alike)."""
+        _switch_renderer(self.env, render)
+        self.env.set_seed(self.seed)
+        torch.manual_seed(self.seed)  # stochastic evaluation samples from it
+        return run_episodes(
+            self.env, self.policy, max_steps=self.max_steps, deterministic=deterministic
+        )
 
     def close(self) -> None:
         """Close the evaluation env, if it was built."""
