@@ -12,7 +12,6 @@ from pathlib import Path
 DOCS = Path(__file__).resolve().parent
 sys.path.insert(0, str(DOCS / "_ext"))
 
-from offline_inventories import compile_inventories  # noqa: E402
 from sphinx.ext import napoleon  # noqa: E402
 
 project = "mappo_torchrl"
@@ -28,6 +27,7 @@ extensions = [
     "myst_parser",
     "sphinxarg.ext",
     "config_tables",  # docs/_ext: option and preset tables generated from the config
+    "offline_inventories",  # docs/_ext: intersphinx_mapping from docs/_inventories/*.txt
 ]
 
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
@@ -101,16 +101,15 @@ napoleon_attr_annotations = True
 # the -W build the same everywhere. Each .txt lists the objects these docs link
 # to, with the pages (and roles) of that project's own objects.inv. A new link
 # to an object not listed fails the build ("reference target not found"): add
-# a line for it, with the page from the project's online docs.
-INVENTORY_URLS = {
+# a line for it, with the page from the project's online docs. The extension
+# compiles them into the build's doctree folder, never into docs/.
+offline_inventories = {
     "torchrl": "https://docs.pytorch.org/rl/stable/",
     "tensordict": "https://docs.pytorch.org/tensordict/stable/",
     "torch": "https://docs.pytorch.org/docs/stable/",
     "python": "https://docs.python.org/3/",
     "numpy": "https://numpy.org/doc/stable/",
 }
-_inventories = compile_inventories(DOCS / "_inventories", DOCS / "_build" / "inventories")
-intersphinx_mapping = {name: (url, str(_inventories[name])) for name, url in INVENTORY_URLS.items()}
 
 # -- HTML ---------------------------------------------------------------------
 html_theme = "furo"

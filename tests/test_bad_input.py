@@ -431,3 +431,112 @@ def test_plot_of_a_damaged_metrics_file_is_one_line(tmp_path, capsys, content):
     else:
         err = _one_line_exit_2(capsys, ["plot", str(run), "--out", str(out)])
         assert f"{str(run)!r}: metrics.csv has no iterations yet" in err
+
+
+# -- --config files: errors name the file and the line, not a command-line option ------
+
+
+@pytest.mark.parametrize(
+    ("text", "extra", "message"),
+    [
+        (
+            "seed: 1\nloss:\n  gama: 0.99\n",
+            [],
+            "bad.yaml:3: loss.gama: unknown option; allowed: gamma, lmbda,",
+        ),
+        ("env:\n  num_envs: many\n", [], "bad.yaml:2: env.num_envs='many': must be an integer"),
+        ("loss:\n  lmbda: 0.9\n  gamma: 5\n", [], "bad.yaml:3: loss.gamma=5.0: must be in [0, 1]"),
+        # Set again on the command line, the bad value is the command line's.
+        ("loss:\n  gamma: 0.9\n", ["--loss.gamma", "5"], "error: --loss.gamma=5.0: must be in"),
+    ],
+)
+def test_bad_option_in_a_config_file_names_the_file_and_line(
+    tmp_path, capsys, text, extra, message
+):
+    config = tmp_path / "bad.yaml"
+    config.write_text(text)
+    argv = ["train", "--config", str(config), "--run-dir", str(tmp_path / "run"), *TINY, *extra]
+    err = _one_line_exit_2(capsys, argv)
+    assert message in err
+    if not extra:
+        assert err.startswith(f"mappo train: error: {tmp_path}/bad.yaml:")
+    assert os.listdir(tmp_path) == ["bad.yaml"]
+
+
+def test_binary_config_file_is_one_line_naming_it(tmp_path, capsys):
+    config = tmp_path / "binary.bin"
+    config.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe" + os.urandom(256))
+    argv = ["train", "--config", str(config), "--run-dir", str(tmp_path / "run"), *TINY]
+    err = _one_line_exit_2(capsys, argv)
+    assert f"--config={str(config)!r}: not valid YAML/JSON (not text: byte 0x89" in err
+    assert os.listdir(tmp_path) == ["binary.bin"]
+
+
+def test_saved_config_with_an_unknown_option_names_it_once_on_resume(
+    tmp_path, capsys, checkpoint_state
+):
+    run = _stopped_run(tmp_path, checkpoint_state, config_text="seed: 1\nloss:\n  gama: 0.9\n")
+    err = _one_line_exit_2(capsys, ["train", "--resume", run])
+    assert err.startswith(f"mappo train: error: --resume: {run}/config.yaml:3: loss.gama: unknown")
+
+
+# -- a damaged status.json: read as a run without a status, never a traceback ---------
+
+DAMAGED_STATUS = {"binary": b"\x89\xff\xfe\x00{", "list": b"[1, 2]", "null": b"null"}
+
+
+@pytest.mark.parametrize("content", list(DAMAGED_STATUS.values()), ids=list(DAMAGED_STATUS))
+def test_resume_of_a_run_with_a_damaged_status_file_continues_it(
+    tmp_path, capsys, checkpoint_state, content
+):
+    from mappo_torchrl.runs.directory import read_metrics, read_status
+
+    run = _stopped_run(tmp_path, checkpoint_state, config_text=None)
+    (tmp_path / "run" / "status.json").write_bytes(content)
+    argv = ["train", "--resume", run, "--collector.total_frames", "40", "--no-progress"]
+    assert main(argv) == 0
+    assert read_status(run)["status"] == "finished"
+    assert [r["iteration"] for r in read_metrics(run)] == [1.0]
+
+
+@pytest.mark.parametrize("content", list(DAMAGED_STATUS.values()), ids=list(DAMAGED_STATUS))
+def test_a_damaged_status_file_of_a_live_or_overwritten_run_is_one_line(
+    tmp_path, capsys, checkpoint_state, content
+):
+    from mappo_torchrl.runs.directory import RunLock
+
+    run = _stopped_run(tmp_path, checkpoint_state, config_text=None)
+    (tmp_path / "run" / "status.json").write_bytes(content)
+    err = _one_line_exit_2(capsys, ["train", "--run-dir", run, "--overwrite", *TINY])
+    assert "this one has no status.json written by mappo; nothing was removed" in err
+    lock = RunLock(tmp_path / "run")
+    assert lock.acquire()  # as a process training there holds it
+    try:
+        err = _one_line_exit_2(capsys, ["train", "--resume", run])
+    finally:
+        lock.release()
+    assert "a live run is training there (process ? on ?); stop it first" in err
+
+
+# -- ~ in paths: the user's home, also where the shell leaves it (quoted, or after =) -----
+
+
+def test_tilde_in_path_options_is_the_home_folder(tmp_path, capsys, monkeypatch):
+    home, work = tmp_path / "home", tmp_path / "work"
+    (home / "notes").mkdir(parents=True)
+    work.mkdir()
+    (home / "notes" / "todo.txt").write_text("mine\n")
+    (home / "bad.yaml").write_text("loss:\n  gama: 0.9\n")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    err = _one_line_exit_2(capsys, ["train", "--run-dir", "~", *TINY])
+    assert f"run_dir={str(home)!r}: is not empty and not a run directory" in err
+    err = _one_line_exit_2(capsys, ["train", "--run-dir=~/notes", *TINY])
+    assert f"run_dir={str(home / 'notes')!r}: is not empty" in err
+    err = _one_line_exit_2(capsys, ["train", "--config", "~/bad.yaml", *TINY])
+    assert err.startswith(f"mappo train: error: {home}/bad.yaml:2: loss.gama: unknown option")
+    err = _one_line_exit_2(capsys, ["train", "--resume", "~/notes"])
+    assert f"--resume={str(home / 'notes')!r}: not a run directory" in err
+    argv = ["train", "--init-from", "~/none.pt", "--run-dir", str(tmp_path / "run"), *TINY]
+    assert f"'{home}/none.pt': no such checkpoint" in _one_line_exit_2(capsys, argv)
+    assert os.listdir(work) == []

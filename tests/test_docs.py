@@ -131,9 +131,29 @@ def test_every_config_field_has_a_docstring():
 # -- the built site ---------------------------------------------------------------
 
 
+def untracked_files(folder: Path) -> dict[str, int]:
+    """Files under ``folder`` that git does not track (ignored ones too), with their mtimes.
+
+    Python's ``__pycache__`` is left out: importing docs/_ext writes it, not the build.
+    """
+    listed = subprocess.run(
+        ["git", "ls-files", "--others", "-z", folder],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    ).stdout
+    files = [ROOT / name for name in listed.split("\0") if name and "__pycache__" not in name]
+    return {str(f.relative_to(ROOT)): f.stat().st_mtime_ns for f in files if f.is_file()}
+
+
 @pytest.fixture(scope="module")
-def site(tmp_path_factory) -> Path:
-    """Build the docs once, as CI does: warnings are errors."""
+def build(tmp_path_factory) -> tuple[Path, dict[str, int], dict[str, int]]:
+    """Build the docs once, as CI does (warnings are errors), into a temporary folder.
+
+    Returns the output folder and :func:`untracked_files` of docs/ before and after.
+    """
+    before = untracked_files(DOCS)
     out = tmp_path_factory.mktemp("html")
     result = subprocess.run(
         [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", DOCS, out],
@@ -142,12 +162,25 @@ def site(tmp_path_factory) -> Path:
         cwd=ROOT,
     )
     assert result.returncode == 0, f"sphinx-build failed:\n{result.stderr[-6000:]}"
-    return out
+    return out, before, untracked_files(DOCS)
+
+
+@pytest.fixture(scope="module")
+def site(build) -> Path:
+    return build[0]
 
 
 def test_docs_build_with_warnings_as_errors(site):
     for page in ("index", "getting-started", "concepts", "results", "howto/index"):
         assert (site / f"{page}.html").is_file(), page
+
+
+def test_docs_build_writes_nothing_in_the_source_tree(build):
+    out, before, after = build
+    assert {name: mtime for name, mtime in after.items() if before.get(name) != mtime} == {}
+    # The offline inventories intersphinx read are the build's own, in its doctree folder.
+    names = {p.stem for p in (out / ".doctrees" / "inventories").glob("*.inv")}
+    assert names == {p.stem for p in (DOCS / "_inventories").glob("*.txt")}
 
 
 def test_reference_documents_every_public_object(site):

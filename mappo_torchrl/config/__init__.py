@@ -1,11 +1,13 @@
 """Run configuration: one dataclass per concern, with YAML/JSON I/O and overrides."""
 
 from mappo_torchrl.config.io import (
+    ConfigFileError,
     apply_overrides,
     field_docs,
     flatten,
     from_dict,
     from_saved_dict,
+    in_config_file,
     iter_options,
     load_config,
     load_run_config,
@@ -32,6 +34,7 @@ __all__ = [
     "CheckpointConfig",
     "CollectorConfig",
     "ConfigError",
+    "ConfigFileError",
     "EnvConfig",
     "EvalConfig",
     "LoggerConfig",
@@ -47,6 +50,7 @@ __all__ = [
     "flatten",
     "from_dict",
     "from_saved_dict",
+    "in_config_file",
     "iter_options",
     "load_config",
     "load_run_config",

@@ -14,7 +14,7 @@ import json
 import textwrap
 import typing
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,30 @@ import yaml
 
 from mappo_torchrl.config.checks import first_line
 from mappo_torchrl.config.schema import ConfigError, RunConfig
+
+#: What :func:`from_dict` says of a key that is no option.
+_UNKNOWN = "unknown option"
+
+
+class ConfigFileError(ConfigError):
+    """A config file sets an option it may not: one line naming the file and the line.
+
+    For example ``bad.yaml:3: loss.gama: unknown option; allowed: gamma, ...``
+    or ``bad.yaml:2: env.num_envs='many': must be an integer``. ``option``,
+    ``value`` and ``allowed`` are those of the :class:`ConfigError` it
+    stands for; ``path`` is the file and ``line`` the line (None if unknown).
+    """
+
+    def __init__(self, path: str | Path, error: ConfigError, *, line: int | None = None) -> None:
+        super().__init__(error.option, error.value, error.allowed)
+        self.path = Path(path)
+        self.line = line
+        where = f"{path}:{line}" if line is not None else str(path)
+        unknown = error.allowed.startswith(_UNKNOWN)
+        scalar = isinstance(error.value, (bool, int, float, str))
+        # An unknown key's value says nothing, and a whole section's is too long to show.
+        what = str(error) if scalar and not unknown else f"{error.option}: {error.allowed}"
+        self.args = (f"{where}: {what}",)
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -59,9 +83,7 @@ def from_dict(data: Mapping[str, Any], cls: type = RunConfig, prefix: str = "") 
     kwargs = {}
     for key, value in data.items():
         if key not in fields:
-            raise ConfigError(
-                f"{prefix}{key}", value, "unknown option; allowed: " + ", ".join(fields)
-            )
+            raise ConfigError(f"{prefix}{key}", value, f"{_UNKNOWN}; allowed: " + ", ".join(fields))
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
             kwargs[key] = from_dict(value, hint, prefix=f"{prefix}{key}.")
@@ -97,20 +119,109 @@ def _renamed(data: Mapping[str, Any], prefix: str) -> Mapping[str, Any]:
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """The nested dict a ``.yaml``/``.yml`` or ``.json`` config file holds (only its own keys)."""
+    """The nested dict a ``.yaml``/``.yml`` or ``.json`` config file holds (only its own keys).
+
+    Raises:
+        ConfigFileError: for an unknown option or a value of the wrong type,
+            naming the file and the line (where the file is YAML, or JSON that
+            YAML reads).
+        ConfigError: for a file that is missing, unreadable, not UTF-8 text,
+            not YAML/JSON, or not a mapping of options.
+    """
     path = Path(path)
+    text = _config_text(path)
+    data = _parse_config(path, text)
+    try:
+        from_dict(data)  # unknown keys and wrong types fail here, naming the option
+    except ConfigError as err:
+        raise ConfigFileError(path, err, line=option_line(text, err.option)) from None
+    return data
+
+
+def in_config_file(
+    error: ConfigError, path: str | Path | None, *, overridden: Collection[str] = ()
+) -> ConfigError:
+    """``error`` as a :class:`ConfigFileError` if the config file ``path`` set its option.
+
+    For an error found after the file was merged with other settings (by
+    :meth:`RunConfig.validate`): it is the file's when the file sets the
+    option and none of ``overridden`` (the options set after the file) does.
+    Otherwise, and when the file can no longer be read, ``error`` itself.
+    """
+    if path is None or error.option in overridden or isinstance(error, ConfigFileError):
+        return error
+    try:
+        text = _config_text(Path(path))
+        data = _parse_config(Path(path), text)
+    except ConfigError:
+        return error
+    if error.option not in flatten(data):
+        return error
+    return ConfigFileError(path, error, line=option_line(text, error.option))
+
+
+def option_line(text: str, option: str) -> int | None:
+    """The line (from 1) of the key that sets the dotted ``option`` in a config file's text.
+
+    None where the text does not set it with that key or is not YAML (JSON is
+    YAML here, as far as PyYAML reads it).
+
+    Example:
+        >>> from mappo_torchrl.config.io import option_line
+        >>> option_line("seed: 1\\nloss:\\n  gama: 0.99\\n", "loss.gama")
+        3
+    """
+    try:
+        node = yaml.compose(text, Loader=_AliasLimitedLoader)  # noqa: S506 - a SafeLoader
+    except (yaml.YAMLError, RecursionError):
+        return None
+    line = None
+    for key in option.split("."):
+        if not isinstance(node, yaml.MappingNode):
+            return None
+        found = [(k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == key]
+        if not found:
+            return None
+        key_node, node = found[-1]  # YAML keeps the last of repeated keys
+        line = key_node.start_mark.line + 1
+    return line
+
+
+def _config_text(path: Path) -> str:
+    """The text of the config file ``path`` (a one-line :class:`ConfigError` if unreadable)."""
     if not path.is_file():
         raise ConfigError("config", str(path), "no such file")
-    text = path.read_text()
+    try:
+        return path.read_text()
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            "config",
+            str(path),
+            f"not valid YAML/JSON (not text: byte {err.object[err.start]:#04x} at offset "
+            f"{err.start} is not {err.encoding})",
+        ) from None
+    except OSError as err:
+        raise ConfigError("config", str(path), f"cannot be read ({first_line(err)})") from None
+
+
+def _parse_config(path: Path, text: str) -> dict[str, Any]:
+    """The mapping a config file's ``text`` holds (``{}`` when empty)."""
     try:
         data = json.loads(text) if path.suffix == ".json" else load_yaml(text)
     except (json.JSONDecodeError, yaml.YAMLError, RecursionError) as err:
         raise ConfigError(
             "config", str(path), f"not valid YAML/JSON ({first_line(err, limit=1000)})"
         ) from None
-    data = data or {}
-    from_dict(data)  # unknown keys and wrong types fail here, naming the option
-    return data
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(
+            "config",
+            str(path),
+            f"must hold a mapping of options (e.g. loss: {{gamma: 0.99}}), "
+            f"not a {type(data).__name__}",
+        )
+    return dict(data)
 
 
 #: Aliases (``*name``) a YAML config may use. Each one can double the data it
@@ -228,7 +339,7 @@ def apply_overrides(config: RunConfig, overrides: Mapping[str, Any]) -> RunConfi
     hints = {name: hint for name, hint, _ in iter_options()}
     for name, value in overrides.items():
         if name not in hints:
-            raise ConfigError(name, value, "unknown option (see mappo train --help)")
+            raise ConfigError(name, value, f"{_UNKNOWN} (see mappo train --help)")
         node = data
         *parents, leaf = name.split(".")
         for part in parents:
