@@ -1,5 +1,8 @@
 """Continuing and reusing runs: --resume with more frames, harmless options, --init-from."""
 
+import math
+import shutil
+
 import pytest
 import torch
 import yaml
@@ -8,6 +11,7 @@ from conftest import tiny_config
 from mappo_torchrl.cli.main import main
 from mappo_torchrl.config import load_config, load_run_config
 from mappo_torchrl.config.io import ADDED_OPTIONS, load_yaml
+from mappo_torchrl.models.mlp import resolve_precision
 from mappo_torchrl.runs.checkpoint import (
     CheckpointError,
     checkpoint_files,
@@ -16,8 +20,11 @@ from mappo_torchrl.runs.checkpoint import (
     load_weights,
     save_checkpoint,
 )
-from mappo_torchrl.runs.directory import read_metrics, read_status
+from mappo_torchrl.runs.directory import RunDir, read_metrics, read_status
+from mappo_torchrl.runs.resume import resume_session
+from mappo_torchrl.runs.session import StopRequested, TrainingSession
 from mappo_torchrl.training import Trainer
+from mappo_torchrl.training.trainer import resolve_auto
 
 TINY = [
     "--collector.overlap", "off",  # sync: no worker process to start per test
@@ -95,7 +102,8 @@ def test_learning_options_are_refused_on_resume_in_one_line(tmp_path, capsys):
     )
     assert err.startswith("mappo train: error: --resume continues a run with its saved config;")
     assert "drop --loss.gamma, --scenario" in err
-    assert "--collector.total_frames, --threads" in err
+    assert "--collector.total_frames, --device, --threads" in err
+    assert "--optim.actor_lr" in err and "--from-checkpoint" in err
     assert (run_dir / "config.yaml").read_text() == before
 
 
@@ -200,3 +208,98 @@ def test_saved_configs_keep_what_they_say_and_fill_only_the_added_options():
     assert (new.perf.precision, new.collector.overlap) == ("bfloat16", "auto")
     # A config file given by the user (not a run's) keeps today's defaults.
     assert (from_dict({}).perf.precision, from_dict({}).collector.overlap) == ("auto", "auto")
+
+
+def test_a_run_records_what_auto_resolved_to(tmp_path):
+    run_dir = tmp_path / "run"
+    args = ["--run-dir", str(run_dir), *TINY, "--collector.total_frames", "40"]
+    assert main(["train", *[a for a in args if a not in ("--collector.overlap", "off")]]) == 0
+    here = resolve_precision("auto", "cpu")
+    saved = load_run_config(run_dir / "config.yaml")
+    # mappo train runs from a guarded main: auto overlap is on for a CPU run of VMAS.
+    assert (saved.perf.precision, saved.collector.overlap) == (here, "on")
+    checkpoint = load_checkpoint(latest_checkpoint(run_dir))["config"]
+    assert (checkpoint["perf"]["precision"], checkpoint["collector"]["overlap"]) == (here, "on")
+
+
+def test_a_bfloat16_run_resumed_on_a_cpu_without_it_asks_for_a_choice(
+    tmp_path, capsys, monkeypatch
+):
+    run_dir = tmp_path / "run"
+    assert train(run_dir, "--collector.total_frames", "40", "--perf.precision", "bfloat16") == 0
+    monkeypatch.setattr("mappo_torchrl.runs.resume.cpu_has_bfloat16", lambda: False)
+    resume = ["train", "--resume", str(run_dir), "--collector.total_frames", "80"]
+    err = _one_line_error(capsys, *resume)
+    assert "perf.precision='bfloat16': this run computed its hidden layers in bfloat16" in err
+    assert "--perf.precision float32" in err
+    assert read_status(run_dir)["frames"] == 40  # nothing changed
+    assert main([*resume, "--perf.precision", "float32", "--no-progress"]) == 0
+    assert load_run_config(run_dir / "config.yaml").perf.precision == "float32"
+    history = (run_dir / "history.jsonl").read_text()
+    assert '"perf.precision": ["bfloat16", "float32"]' in history
+
+
+def test_a_checkpoint_that_recorded_auto_still_resumes(tmp_path):
+    run_dir = tmp_path / "run"
+    assert train(run_dir, "--collector.total_frames", "40") == 0
+    for path in checkpoint_files(run_dir):  # as the previous version wrote them
+        state = load_checkpoint(path)
+        state["config"]["perf"]["precision"] = "auto"
+        save_checkpoint(state, path)
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    config["perf"]["precision"] = "auto"
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    assert main(["train", "--resume", str(run_dir), "--collector.total_frames", "80"]) == 0
+    assert read_status(run_dir)["frames"] == 80
+
+
+def _stopped_after(run_dir, iterations: int) -> None:
+    """A tiny run of 6 iterations stopped (as by Ctrl-C) after ``iterations``."""
+    cfg = resolve_auto(
+        tiny_config(collector={"total_frames": 240}, eval={"interval": 2, "episodes": 2})
+    )
+    session = TrainingSession(Trainer(cfg), RunDir.create(run_dir, cfg))
+
+    real = session.after_iteration
+
+    def after_iteration(metrics):
+        if session.trainer.iteration == iterations:
+            session.request_stop()
+        real(metrics)
+
+    session.after_iteration = after_iteration
+    with pytest.raises(StopRequested):
+        session.train(progress=False)
+    RunDir(run_dir).write_status("interrupted")
+
+
+def test_resuming_from_python_is_the_command_line_resume(tmp_path, capsys):
+    by_cli, by_python = tmp_path / "cli", tmp_path / "python"
+    _stopped_after(by_cli, 3)
+    shutil.copytree(by_cli, by_python)
+    before = read_metrics(by_python)[-1]["time/elapsed_s"]
+    assert main(["train", "--resume", str(by_cli), "--no-progress"]) == 0
+    session = resume_session(by_python)
+    session.train(progress=False)
+    assert repr(_learning(read_metrics(by_python))) == repr(_learning(read_metrics(by_cli)))
+    for run_dir in (by_cli, by_python):
+        status = read_status(run_dir)
+        assert (status["status"], status["frames"], status["iteration"]) == ("finished", 240, 6)
+    assert read_status(by_python)["final_eval_return"] == read_status(by_cli)["final_eval_return"]
+    # The wall time continues across the resume: the plot's time axis never goes back.
+    elapsed = [r["time/elapsed_s"] for r in read_metrics(by_python)]
+    assert elapsed == sorted(elapsed) and elapsed[3] > before
+    assert session.final == {k: v for k, v in read_status(by_python).items() if k in session.final}
+
+
+def test_resuming_with_the_frames_already_done_ends_with_the_final_evaluation(tmp_path):
+    run_dir = tmp_path / "run"
+    _stopped_after(run_dir, 3)  # evaluations every 2 iterations: none at iteration 3
+    assert math.isnan(read_metrics(run_dir)[-1]["eval/episode_return"])
+    assert main(["train", "--resume", str(run_dir), "--collector.total_frames", "120"]) == 0
+    rows = read_metrics(run_dir)
+    assert [r["iteration"] for r in rows] == [1, 2, 3]
+    assert not math.isnan(rows[-1]["eval/episode_return"])
+    status = read_status(run_dir)
+    assert status["status"] == "finished"
+    assert status["final_eval_return"] == rows[-1]["eval/episode_return"]

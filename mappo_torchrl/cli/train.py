@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import os
 import signal
-import statistics
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,44 +14,37 @@ from mappo_torchrl.cli.options import add_config_options, config_overrides, fail
 from mappo_torchrl.config import (
     PRESETS,
     ConfigError,
+    ConfigFileError,
     RunConfig,
     apply_overrides,
     apply_preset,
     flatten,
-    load_run_config,
+    in_config_file,
     read_config_file,
-    save_config,
 )
 from mappo_torchrl.config.checks import first_line
 from mappo_torchrl.envs import check_scenario, make_env_from_config
-from mappo_torchrl.models.mlp import resolve_precision
 from mappo_torchrl.rng import isolated_rng
 from mappo_torchrl.runs.checkpoint import (
+    RESUME_OPTIONS,
     CheckpointError,
     checkpoint_files,
     latest_checkpoint,
     load_checkpoint,
-    load_trainer_state,
     load_weights,
-    newest_valid_checkpoint,
 )
-from mappo_torchrl.runs.directory import (
-    CONFIG_FILE,
-    RunDir,
-    RunDirError,
-    default_run_dir,
-    read_metrics,
-    read_status,
-    refuse_if_live,
-)
+from mappo_torchrl.runs.directory import CONFIG_FILE, RunDir, RunDirError, default_run_dir
 from mappo_torchrl.runs.loggers import (
     LoggerUnavailable,
     check_logger_backend,
     make_loggers,
     wandb_mode,
 )
+from mappo_torchrl.runs.resume import resume_session
 from mappo_torchrl.runs.session import StopRequested, TrainingSession
 from mappo_torchrl.training import Trainer
+from mappo_torchrl.training.divergence import TrainingDiverged
+from mappo_torchrl.training.trainer import resolve_auto
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -83,10 +74,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="start from a named hyper-parameter set: "
         + "; ".join(f"{name}: {p['source']}" for name, p in PRESETS.items()),
     )
-    parser.add_argument("--config", metavar="FILE", help="YAML or JSON config file")
+    parser.add_argument(
+        "--config", metavar="FILE", type=os.path.expanduser, help="YAML or JSON config file"
+    )
     parser.add_argument(
         "--run-dir",
         metavar="DIR",
+        type=os.path.expanduser,
         help="where to write the run (default: runs/<scenario>-seed<seed>-<time>)",
     )
     parser.add_argument(
@@ -98,14 +92,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--resume",
         metavar="RUN_DIR",
+        type=os.path.expanduser,
         help="continue the run in RUN_DIR from its newest checkpoint, with its saved config; "
         "with --collector.total_frames N, extend it (also a finished run) exactly as if it had "
         "been started with N; only " + ", ".join(f"--{o}" for o in RESUME_OPTIONS) + ", "
         "--logger and --no-progress may be given with it",
     )
     parser.add_argument(
+        "--from-checkpoint",
+        metavar="N",
+        type=int,
+        help="with --resume: continue from the checkpoint of iteration N instead of the newest "
+        "(after a divergence, say, with smaller --optim.actor_lr/--optim.critic_lr); newer "
+        "checkpoints are kept, renamed *.superseded, and metrics.csv rows after N are dropped",
+    )
+    parser.add_argument(
         "--init-from",
         metavar="CHECKPOINT",
+        type=os.path.expanduser,
         help="start a new run from the networks and value normalisers of CHECKPOINT (a .pt "
         "file or a run directory's newest), for fine-tuning or transfer; optimisers, counters "
         "and hyper-parameters come from this run's config",
@@ -121,17 +125,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=train_command)
 
 
-#: The options ``--resume`` accepts: they change where the run ends, or nothing it learns.
-RESUME_OPTIONS = (
-    "collector.total_frames",
-    "threads",
-    "update_threads",
-    "eval.interval",
-    "logger.backend",
-    "logger.project",
-)
-
-
 def resolve_config(args: argparse.Namespace) -> RunConfig:
     """The config a ``mappo train`` command line describes (validated)."""
     config = RunConfig()
@@ -145,7 +138,10 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     if args.logger is not None:
         overrides["logger.backend"] = args.logger
     config = apply_overrides(config, overrides)
-    config.validate()
+    try:
+        config.validate()
+    except ConfigError as err:  # a value the --config file set is reported there
+        raise in_config_file(err, args.config, overridden=overrides) from None
     check_scenario(config.env.scenario)
     return config
 
@@ -167,6 +163,8 @@ def train_command(args: argparse.Namespace) -> int:
     """Train as ``args`` say, writing the run directory; return the exit code."""
     if args.resume is not None:
         return resume(args)
+    if args.from_checkpoint is not None:
+        fail("mappo train: error: --from-checkpoint goes with --resume RUN_DIR")
     if args.run_dir is not None and not args.run_dir.strip():
         fail(f"mappo train: error: --run-dir={args.run_dir!r}: must be a directory path")
     try:
@@ -174,6 +172,8 @@ def train_command(args: argparse.Namespace) -> int:
         _check_extras(config)
         check_env_builds(config)
         init = _init_state(args.init_from)
+        # What each "auto" means here is what the run records (config.yaml, checkpoints).
+        chosen, config = config, resolve_auto(config)
         trainer = None
         if init is not None:  # built now, so that networks that do not fit stop here
             trainer = Trainer(config)
@@ -181,6 +181,8 @@ def train_command(args: argparse.Namespace) -> int:
         run_dir = RunDir.create(
             args.run_dir or default_run_dir(config), config, overwrite=args.overwrite
         )
+    except ConfigFileError as err:
+        fail(f"mappo train: error: {err}")
     except ConfigError as err:
         fail(f"mappo train: error: --{err}")
     except CheckpointError as err:
@@ -189,27 +191,20 @@ def train_command(args: argparse.Namespace) -> int:
         fail(f"mappo train: error: {err}")
     start = f" from the weights of {args.init_from}" if init is not None else ""
     print(f"mappo: training {config.env.scenario}{start} -> {run_dir.path}")
-    if config.perf.precision == "auto" and resolve_precision("auto", config.device) == "bfloat16":
+    if chosen.perf.precision == "auto" and config.perf.precision == "bfloat16":
         print("mappo: perf.precision auto: bfloat16 hidden layers (this CPU has bfloat16)")
-    return _train(
-        run_dir,
-        lambda: TrainingSession(
-            trainer if trainer is not None else Trainer(config),
-            run_dir,
-            logger=_make_loggers(config, run_dir.path),
-        ),
-        progress=not args.no_progress,
-    )
+
+    def make_session() -> TrainingSession:
+        _announce_wandb(config, run_dir.path)
+        logger = make_loggers(config.logger, run_dir.path, exp_name=run_dir.path.name)
+        return TrainingSession(trainer or Trainer(config), run_dir, logger=logger)
+
+    return _train(make_session, run_dir=run_dir, progress=not args.no_progress)
 
 
 def resume(args: argparse.Namespace) -> int:
-    """``mappo train --resume RUN_DIR``: check everything, then continue the run.
-
-    Nothing in RUN_DIR is changed until the run is locked and its checkpoint
-    has loaded into a trainer built from the run's config. The newest
-    checkpoint that reads back is used: a damaged newer one is skipped (and
-    kept, renamed ``*.corrupt``), saying so in one line.
-    """
+    """``mappo train --resume RUN_DIR``: check everything, then continue the run
+    (:func:`~mappo_torchrl.runs.resume.resume_session`)."""
     overrides = config_overrides(args)
     if args.logger is not None:
         overrides["logger.backend"] = args.logger
@@ -224,89 +219,41 @@ def resume(args: argparse.Namespace) -> int:
             f"mappo train: error: --resume continues a run with its saved config; "
             f"drop {', '.join(given)} (only "
             + ", ".join(f"--{o}" for o in RESUME_OPTIONS)
-            + ", --logger and --no-progress may change)"
+            + ", --from-checkpoint, --logger and --no-progress may change)"
         )
     path = Path(args.resume)
-    try:
-        if not (path / CONFIG_FILE).is_file():
-            raise RunDirError(f"--resume={str(path)!r}: not a run directory (no {CONFIG_FILE})")
-        refuse_if_live(path, "--resume")
-        status = read_status(path)
-        saved_config = load_run_config(path / CONFIG_FILE)
-        config = apply_overrides(saved_config, overrides)
-        config.validate()
-        check_scenario(config.env.scenario)
-        if status.get("status") == "finished":
-            done = status.get("frames", saved_config.collector.total_frames)
-            if config.collector.total_frames <= done:
-                raise RunDirError(
-                    f"--resume={str(path)!r}: the run has finished ({done} frames); extend it "
-                    f"with a larger --collector.total_frames (or start a new run, "
-                    f"--init-from {path})"
-                )
-        check_logger_backend(config.logger.backend)
-        checkpoint, state, skipped = newest_valid_checkpoint(path)
-        trainer = Trainer(config)
-        load_trainer_state(trainer, state, source=f"checkpoint {str(checkpoint)!r}")
-        if trainer.frames > config.collector.total_frames:
-            raise RunDirError(
-                f"--collector.total_frames={config.collector.total_frames}: must be at least "
-                f"the {trainer.frames} frames of {checkpoint.name}"
-            )
-        run_dir = RunDir.reopen(path, keep_through=trainer.iteration)
-    except ConfigError as err:
-        fail(f"mappo train: error: --resume: {path / CONFIG_FILE}: {err}")
-    except CheckpointError as err:
-        fail(f"mappo train: error: --resume: {err}")
-    except (ValueError, RunDirError, LoggerUnavailable) as err:
-        fail(f"mappo train: error: {err}")
-    for bad, why in skipped:  # renamed, so that a new save cannot replace it
-        kept = bad.with_name(bad.name + ".corrupt")
-        bad.rename(kept)
-        print(f"mappo: skipped {why}; kept as {kept.name}", file=sys.stderr)
-    if run_dir.repair_note:
-        print(f"mappo: repaired {run_dir.repair_note}", file=sys.stderr)
-    extra = state.get("extra", {})
-    if config != saved_config:
-        save_config(config, path / CONFIG_FILE)
-    run_dir.write_status("running", resumed_from=checkpoint.name)
-    print(f"mappo: resuming {path} from {checkpoint.name} (iteration {trainer.iteration})")
-    if trainer.collects_in_workers and not trainer.saves_worker_envs:
-        print(
-            "mappo: the envs ran in worker processes whose state a checkpoint cannot hold "
-            "(collector.workers, or collector.overlap with a non-VMAS env): they start fresh "
-            "episodes, so the run continues but not bit for bit"
-        )
 
     def make_session() -> TrainingSession:
-        logger = _make_loggers(config, path, state=extra.get("logger"))
-        session = TrainingSession(
-            trainer, run_dir, logger=logger, elapsed_s=extra.get("elapsed_s", 0.0)
-        )
-        _finish_pending_iteration(session, extra.get("metrics"))
+        try:
+            session = resume_session(
+                path, overrides=overrides, from_checkpoint=args.from_checkpoint
+            )
+        except ConfigFileError as err:
+            fail(f"mappo train: error: --resume: {err}")
+        except ConfigError as err:
+            fail(f"mappo train: error: --resume: {path / CONFIG_FILE}: {err}")
+        except CheckpointError as err:
+            fail(f"mappo train: error: --resume: {err}")
+        except (ValueError, RunDirError, LoggerUnavailable) as err:
+            fail(f"mappo train: error: {err}")
+        trainer = session.trainer
+        for note in session.notes:
+            print(f"mappo: {note}", file=sys.stderr)
+        where = f"iteration {trainer.iteration}"
+        if session.resumed_from is None:
+            print(f"mappo: starting {path} again from its config (it has no checkpoint)")
+        else:
+            print(f"mappo: resuming {path} from {session.resumed_from} ({where})")
+        if trainer.collects_in_workers and not trainer.saves_worker_envs:
+            print(
+                "mappo: the envs ran in worker processes whose state a checkpoint cannot hold "
+                "(collector.workers, or collector.overlap with a non-VMAS env): they start "
+                "fresh episodes, so the run continues but not bit for bit"
+            )
+        _announce_wandb(trainer.config, path)
         return session
 
-    return _train(run_dir, make_session, progress=not args.no_progress)
-
-
-def _finish_pending_iteration(session: TrainingSession, metrics: dict | None) -> None:
-    """Log the checkpoint's own iteration if the run stopped before its row was written.
-
-    The checkpoint is saved before the iteration's evaluation and logging; a
-    crash in between leaves metrics.csv one row short, which this writes
-    (the evaluation plays the same episodes: it is seeded on its own).
-    """
-    trainer, last = session.trainer, session.run_dir.last_row
-    if last >= trainer.iteration:
-        return
-    if metrics is None or last != trainer.iteration - 1:
-        print(
-            f"mappo: note: metrics.csv ends at iteration {last}, the checkpoint at "
-            f"{trainer.iteration}; the rows in between cannot be recreated",
-            file=sys.stderr,
-        )
-        return
-    session.finish_iteration(dict(metrics))
+    return _train(make_session, progress=not args.no_progress)
 
 
 def _init_state(source: str | None) -> dict | None:
@@ -324,18 +271,17 @@ def _init_state(source: str | None) -> dict | None:
         raise CheckpointError(f"--init-from: {err}") from None
 
 
-def _make_loggers(config: RunConfig, path: Path, state: dict | None = None) -> dict:
-    """The run's TorchRL loggers, named after its directory; says where W&B logs."""
-    if "wandb" in config.logger.backends():
-        mode = wandb_mode()
-        how = mode
-        if mode == "offline" and "WANDB_MODE" not in os.environ:
-            how += (
-                " (not logged in: 'wandb login' makes later runs sync live; upload this one "
-                f"with 'wandb sync {path / 'wandb'}/offline-run-*')"
-            )
-        print(f"mappo: W&B project {config.logger.project!r}, run {path.name!r}: {how}")
-    return make_loggers(config.logger, path, exp_name=path.name, state=state)
+def _announce_wandb(config: RunConfig, path: Path) -> None:
+    """Say where W&B logs the run, when it is one of the run's loggers."""
+    if "wandb" not in config.logger.backends():
+        return
+    how = mode = wandb_mode()
+    if mode == "offline" and "WANDB_MODE" not in os.environ:
+        how += (
+            " (not logged in: 'wandb login' makes later runs sync live; upload this one "
+            f"with 'wandb sync {path / 'wandb'}/offline-run-*')"
+        )
+    print(f"mappo: W&B project {config.logger.project!r}, run {path.name!r}: {how}")
 
 
 def _check_extras(config: RunConfig) -> None:
@@ -354,59 +300,46 @@ def _check_extras(config: RunConfig) -> None:
             raise ValueError(f"eval.video_interval={config.eval.video_interval}: {err}") from None
 
 
-def _train(run_dir: RunDir, make_session, *, progress: bool) -> int:
-    """Build the session and train; every ending leaves a status and a resumable checkpoint.
+def _train(make_session, *, run_dir: RunDir | None = None, progress: bool) -> int:
+    """Build the session and train; every ending leaves a status and a resumable run.
 
     Returns 0 when finished, 128 + the signal number when stopped by Ctrl-C
     (130) or SIGTERM (143), and 1 when something failed (one line on stderr).
+    A stop asked for while the session is being built takes effect once it is
+    built, before anything is trained.
     """
     stop = _StopSignals()
     session = None
     try:
         with stop.installed():
             session = make_session()
-            stop.session = session
+            run_dir = session.run_dir
+            stop.attach(session)
             session.train(progress=progress)
     except StopRequested:
-        trainer = session.trainer
-        run_dir.write_status("interrupted", iteration=trainer.iteration, frames=trainer.frames)
-        print(
-            f"\nmappo: stopped after iteration {trainer.iteration} ({trainer.frames} frames), "
-            f"checkpoint saved; continue with: mappo train --resume {run_dir.path}"
-        )
-        return 128 + stop.signum
+        return _interrupted(run_dir, session, stop.signum)
     except KeyboardInterrupt:
-        with contextlib.suppress(OSError):
-            run_dir.write_status("interrupted")
-        where = "before training started"
-        if session is not None:
-            where = f"during iteration {session.trainer.iteration + 1}"
-        print(
-            f"\nmappo: interrupted {where}; "
-            f"continue from the last checkpoint with: mappo train --resume {run_dir.path}"
-        )
-        return 128 + stop.signum
+        return _interrupted(run_dir, session, stop.signum, at_once=True)
     except Exception as err:
+        if stop.requested:  # cut short by the stop itself: not a failure of the run
+            return _interrupted(run_dir, session, stop.signum, at_once=True)
         return _failed(run_dir, session, err)
     finally:
-        run_dir.close()
-    trainer = session.trainer
-    rows = read_metrics(run_dir.path)
-    last = rows[-5:]
-    groups = list(trainer.groups) if len(trainer.groups) > 1 else []
-    final = _final_returns(last, rows[-1] if rows else {}, groups)
-    wall = session.elapsed()
-    run_dir.write_status(
-        "finished",
-        iteration=trainer.iteration,
-        frames=trainer.frames,
-        **final,
-        wall_time_s=round(wall, 1),
-    )
-    span = "the last iteration" if len(last) == 1 else f"the last {len(last)} iterations"
-    if groups:
-        train = ", ".join(f"{g} {final['final_group_returns'][g]:.3f}" for g in groups)
-        evaluation = ", ".join(f"{g} {final['final_group_eval_returns'][g]:.3f}" for g in groups)
+        if run_dir is not None:
+            run_dir.close()
+    print(f"mappo: done: {_summary(session)}; run: {run_dir.path}")
+    return 0
+
+
+def _summary(session: TrainingSession) -> str:
+    """The closing line's figures (:attr:`TrainingSession.final`)."""
+    trainer, final = session.trainer, session.final
+    count = final["final_iterations"]
+    span = "the last iteration" if count == 1 else f"the last {count} iterations"
+    if "final_group_returns" in final:
+        groups = final["final_group_returns"]
+        train = ", ".join(f"{g} {v:.3f}" for g, v in groups.items())
+        evaluation = ", ".join(f"{g} {v:.3f}" for g, v in final["final_group_eval_returns"].items())
         summary = (
             f"mean episode return per agent over {span}, by group: {train}; "
             f"final evaluation, by group: {evaluation}"
@@ -416,30 +349,35 @@ def _train(run_dir: RunDir, make_session, *, progress: bool) -> int:
             f"mean episode return over {span}: {final['final_episode_return']:.3f}; "
             f"final evaluation: {final['final_eval_return']:.3f}"
         )
-    print(f"mappo: done: {trainer.frames} frames in {wall:.0f} s; {summary}; run: {run_dir.path}")
-    return 0
+    return f"{trainer.frames} frames in {session.elapsed():.0f} s; {summary}"
 
 
-def _final_returns(last: list[dict], final_row: dict, groups: list[str]) -> dict:
-    """The closing figures for status.json: pooled, and by group when there are several.
-
-    The pooled figures mix the groups' returns; with several groups (a
-    competitive env) the per-group figures are the ones that mean something.
-    """
-
-    def mean(column: str) -> float:
-        return statistics.fmean(m[column] for m in last) if last else math.nan
-
-    out = {
-        "final_episode_return": mean("train/episode_return"),
-        "final_eval_return": final_row.get("eval/episode_return", math.nan),
-    }
-    if groups:
-        out["final_group_returns"] = {g: mean(f"train/{g}/episode_return") for g in groups}
-        out["final_group_eval_returns"] = {
-            g: final_row.get(f"eval/{g}/episode_return", math.nan) for g in groups
-        }
-    return out
+def _interrupted(
+    run_dir: RunDir | None, session: TrainingSession | None, signum: int, *, at_once: bool = False
+) -> int:
+    """Status "interrupted", then what is saved and how to continue; 128 + ``signum``."""
+    code = 128 + signum
+    if run_dir is None:  # stopped while a resume was still checking the run: nothing changed
+        print("\nmappo: stopped before the run was resumed; nothing changed")
+        return code
+    trainer = session.trainer if session is not None else None
+    done = dict(iteration=trainer.iteration, frames=trainer.frames) if trainer else {}
+    with contextlib.suppress(OSError):
+        run_dir.write_status("interrupted", **done)
+    saved = checkpoint_files(run_dir.path)
+    if not saved:
+        what = "before its first checkpoint; nothing is lost but the iterations it ran"
+        if trainer is None or trainer.iteration == 0:
+            what = "before its first iteration; nothing was trained yet"
+        how = "start it again with"
+    elif at_once:
+        what = f"at once; training through {saved[-1].name} is saved"
+        how = "continue with"
+    else:
+        what = f"after iteration {trainer.iteration} ({trainer.frames} frames), checkpoint saved"
+        how = "continue with"
+    print(f"\nmappo: stopped {what}; {how}: mappo train --resume {run_dir.path}")
+    return code
 
 
 def _failed(run_dir: RunDir, session: TrainingSession | None, err: Exception) -> int:
@@ -450,31 +388,62 @@ def _failed(run_dir: RunDir, session: TrainingSession | None, err: Exception) ->
     if saved:
         keep = f"training through {saved[-1].name} is saved; continue with: "
         keep += f"mappo train --resume {run_dir.path}"
+        if isinstance(err, TrainingDiverged):
+            keep += (
+                f" --from-checkpoint {int(saved[-1].stem.split('-')[1])}, with smaller steps "
+                "(--optim.actor_lr, --optim.critic_lr, --optim.max_grad_norm)"
+            )
     else:
         keep = "no checkpoint was written yet"
     with contextlib.suppress(OSError):
         run_dir.write_status("failed", iteration=iteration, error=what)
-    print(f"mappo train: error: iteration {iteration}: {what}; {keep}", file=sys.stderr)
+    if isinstance(err, TrainingDiverged):  # its message names the iteration
+        what = f"training diverged: {first_line(err, limit=300)}"
+    else:
+        what = f"iteration {iteration}: {what}"
+    print(f"mappo train: error: {what}; {keep}", file=sys.stderr)
     return 1
 
 
 class _StopSignals:
-    """First Ctrl-C or SIGTERM: stop after this iteration, with a checkpoint. Second: at once."""
+    """First Ctrl-C or SIGTERM: stop after this iteration, with a checkpoint (at once when
+    the run waits for its collecting worker, with a checkpoint too). Second: at once."""
 
     def __init__(self) -> None:
         self.session: TrainingSession | None = None
         self.signum = signal.SIGINT
         self.requested = False
 
+    def attach(self, session: TrainingSession) -> None:
+        """Follow ``session``; a stop asked for while it was built ends it now."""
+        self.session = session
+        if self.requested:
+            raise StopRequested
+
     def handler(self, signum, frame) -> None:
         self.signum = signum
-        if self.requested or self.session is None:
+        name = signal.Signals(signum).name
+        if self.requested:
             raise KeyboardInterrupt
         self.requested = True
+        if self.session is None:
+            print(
+                f"\nmappo: {name} received: stopping as soon as the run is set up, before "
+                "it trains (a second Ctrl-C or SIGTERM stops at once)",
+                file=sys.stderr,
+            )
+            return
         self.session.request_stop()
+        if self.session.waiting_for_worker():
+            print(
+                f"\nmappo: {name} received while waiting for the collecting worker: "
+                "stopping now, with a checkpoint",
+                file=sys.stderr,
+            )
+            raise StopRequested
         print(
-            f"\nmappo: {signal.Signals(signum).name}: stopping after this iteration "
-            "(Ctrl-C again to stop at once)",
+            f"\nmappo: {name} received: stopping after this iteration, with a checkpoint "
+            "(a second Ctrl-C or SIGTERM stops at once, keeping the last checkpoint)",
             file=sys.stderr,
         )
 

@@ -393,6 +393,10 @@ class CollectorConfig:
         )
 
 
+DivergenceMode = Literal["stop", "warn", "off"]
+DIVERGENCE_MODES: tuple[str, ...] = get_args(DivergenceMode)
+
+
 @dataclass
 class OptimConfig:
     """Epochs, minibatches and the optimisers."""
@@ -414,6 +418,11 @@ class OptimConfig:
     """Gradient-norm clip, applied to the actor and to the critic separately."""
     lr_decay: bool = False
     """Decay both learning rates linearly to zero over the run."""
+    divergence: DivergenceMode = "warn"
+    """What a finite divergence signal does (a gradient norm that is infinite or NaN, an
+    explained variance that is NaN): stop the run, warn once per signal, or off.
+    Non-finite losses or weights always stop the run, before the iteration is
+    checkpointed."""
     chunk_length: int = 10
     """Recurrent models only: length of the sequences (per env, all agents together) that
     backpropagation through time runs over; each starts from the hidden state stored at
@@ -452,6 +461,7 @@ class OptimConfig:
         for name in ("actor_lr", "critic_lr", "adam_eps", "max_grad_norm"):
             value = getattr(self, name)
             _check(value > 0, f"optim.{name}", value, "must be > 0")
+        _choice("optim.divergence", self.divergence, DIVERGENCE_MODES)
 
     def resolved_minibatch_size(self, frames_per_batch: int) -> int:
         """Samples per minibatch: from num_minibatches when set, else minibatch_size."""

@@ -54,19 +54,33 @@ if TYPE_CHECKING:
 CHECKPOINT_DIR = "checkpoints"
 FORMAT = 1
 _NAME = re.compile(r"ckpt-(\d+)\.pt")
-#: Options that may differ between a checkpoint and the run that loads it. None
-#: of them changes what is trained: the total frames only where the end is (not
-#: with optim.lr_decay, whose schedule spans them), and evaluation never moves a
-#: random stream training reads.
-_FREE_OPTIONS = (
+#: Options that may differ between a checkpoint and the run that loads it, the
+#: ones ``mappo train --resume`` accepts. The first ones change nothing the run
+#: learns (the total frames only where the end is, not with optim.lr_decay, whose
+#: schedule spans them; evaluation never moves a random stream training reads).
+#: The rest are for continuing a run that went wrong from an earlier checkpoint
+#: with other step sizes (applied over the checkpoint's own values when loading,
+#: and recorded in the run's history.jsonl), and for a machine whose CPU cannot
+#: run the precision a run recorded.
+RESUME_OPTIONS = (
+    "collector.total_frames",
     "device",
     "threads",
     "update_threads",
+    "eval.interval",
     "logger.backend",
     "logger.project",
-    "eval.interval",
-    "collector.total_frames",
+    "optim.actor_lr",
+    "optim.critic_lr",
+    "optim.max_grad_norm",
+    "optim.divergence",
+    "loss.entropy_coeff",
+    "loss.clip_epsilon",
+    "perf.precision",
 )
+#: Options whose ``auto`` a run records as what it resolved to (perf.precision,
+#: collector.overlap); a checkpoint of an older version may still hold ``auto``.
+_RESOLVED_OPTIONS = ("perf.precision", "collector.overlap")
 #: What :func:`load_weights` takes from each group's loss state: the networks and
 #: the value normaliser, not the loss coefficients (gamma, clip_epsilon...).
 _WEIGHTS = ("actor_network.", "critic_network.", "value_norm.")
@@ -128,7 +142,8 @@ def load_trainer_state(trainer: Trainer, state: dict[str, Any], *, source: str =
             scenario, other network sizes...) or does not fit the trainer.
     """
     where = f"{source}: " if source else ""
-    _check_config(_with_defaults(state["config"]), to_dict(trainer.config), where)
+    saved_config = _with_defaults(state["config"])
+    _check_config(saved_config, to_dict(trainer.config), where)
     if set(state["groups"]) != set(trainer.groups):
         raise CheckpointError(
             f"{where}agent groups {sorted(state['groups'])} do not match this run's "
@@ -156,6 +171,7 @@ def load_trainer_state(trainer: Trainer, state: dict[str, Any], *, source: str =
             load_vmas_state(trainer.env, state["env"])
     except (RuntimeError, ValueError, KeyError, EnvStateError) as err:
         raise CheckpointError(f"{where}does not fit this run ({first_line(err)})") from None
+    _apply_step_sizes(trainer, _differences(saved_config, to_dict(trainer.config)))
     trainer.iteration = state["iteration"]
     trainer.frames = state["frames"]
     # Last: loading may itself have drawn random numbers.
@@ -217,7 +233,48 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {str(path)!r} is not a mappo checkpoint")
+    bad = nonfinite_values(state)
+    if bad:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} holds non-finite values (training had diverged): "
+            f"{_listed(bad)}"
+        )
     return state
+
+
+def nonfinite_values(state: dict[str, Any]) -> list[str]:
+    """Where a checkpoint's networks, normalisers or optimisers hold NaN or infinity.
+
+    Each entry names the group and the tensor (``agents: actor_network...weight``).
+    """
+    bad = []
+    for name, group in state.get("groups", {}).items():
+        for part, tensors in (
+            ("", group.get("loss", {})),
+            ("actor_optim.", group.get("actor_optim", {})),
+            ("critic_optim.", group.get("critic_optim", {})),
+        ):
+            for key, value in _tensor_leaves(tensors):
+                if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                    bad.append(f"{name}: {part}{key}")
+    return bad
+
+
+def _tensor_leaves(data: Any, prefix: str = "") -> list[tuple[str, torch.Tensor]]:
+    if isinstance(data, torch.Tensor):
+        return [(prefix.rstrip("."), data)]
+    if isinstance(data, dict):
+        items = data.items()
+    elif isinstance(data, (list, tuple)):
+        items = enumerate(data)
+    else:
+        return []
+    return [leaf for key, value in items for leaf in _tensor_leaves(value, f"{prefix}{key}.")]
+
+
+def _listed(names: list[str], shown: int = 2) -> str:
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def checkpoint_files(run_dir: str | Path) -> list[Path]:
@@ -289,10 +346,20 @@ class Checkpointer:
         last = self.trainer.iteration >= self.trainer.num_iterations
         return last or (self.interval > 0 and self.trainer.iteration % self.interval == 0)
 
+    def saved(self, iteration: int) -> bool:
+        """Whether the checkpoint of ``iteration`` is on disk."""
+        return (self.folder / f"ckpt-{iteration:06d}.pt").is_file()
+
     def save(self, **extra: Any) -> Path:
         """Save the trainer now and drop checkpoints beyond ``keep``."""
         path = self.folder / f"ckpt-{self.trainer.iteration:06d}.pt"
-        save_checkpoint(trainer_state(self.trainer, **extra), path)
+        state = trainer_state(self.trainer, **extra)
+        bad = nonfinite_values(state)
+        if bad:  # never in place of a finite checkpoint, whatever ``keep`` says
+            raise CheckpointError(
+                f"{path.name} not written: the trainer holds non-finite values ({_listed(bad)})"
+            )
+        save_checkpoint(state, path)
         for old in checkpoint_files(self.folder.parent)[: -self.keep]:
             old.unlink(missing_ok=True)
         return path
@@ -350,11 +417,44 @@ def _check_config(saved: dict[str, Any], current: dict[str, Any], where: str) ->
                 f"decays to 0 over the run's {theirs} frames, so the run cannot be continued as "
                 "if it had been started with more; start a new run with --init-from instead"
             )
-        if option in _FREE_OPTIONS:
+        if option in RESUME_OPTIONS:
             continue
+        if option in _RESOLVED_OPTIONS and theirs == "auto":
+            continue  # a run of an older version recorded "auto", which this run resolved
         raise CheckpointError(
             f"{where}written for {option}={theirs!r}, but this run has {option}={ours!r}"
         )
+
+
+def _apply_step_sizes(trainer: Trainer, changed: dict[str, tuple[Any, Any]]) -> None:
+    """Put the learning rates and loss coefficients a resume changed over the loaded ones.
+
+    The optimisers' and the loss's state dicts carry the checkpoint's values;
+    with ``optim.lr_decay`` the new rate is the schedule's new base.
+    """
+    config = trainer.config
+    for group in trainer.groups.values():
+        for option, value in (
+            ("loss.entropy_coeff", config.loss.entropy_coeff),
+            ("loss.clip_epsilon", config.loss.clip_epsilon),
+        ):
+            if option in changed:
+                getattr(group.loss, option.split(".")[1]).fill_(value)
+        for option, optim in (
+            ("optim.actor_lr", group.actor_optim),
+            ("optim.critic_lr", group.critic_optim),
+        ):
+            if option not in changed:
+                continue
+            rate = getattr(config.optim, option.split(".")[1])
+            scheduler = next((s for s in trainer.schedulers if s.optimizer is optim), None)
+            for param_group in optim.param_groups:
+                param_group["lr"] = rate
+                if scheduler is not None:
+                    param_group["initial_lr"] = rate
+                    param_group["lr"] = rate * scheduler.lr_lambdas[0](scheduler.last_epoch)
+            if scheduler is not None:
+                scheduler.base_lrs = [rate] * len(optim.param_groups)
 
 
 def _differences(a: Any, b: Any, prefix: str = "") -> dict[str, tuple[Any, Any]]:

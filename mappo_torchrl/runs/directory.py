@@ -7,6 +7,7 @@ Layout::
         metrics.csv     one row per iteration
         status.json     {"status": "running" | "interrupted" | "failed" | "finished",
                          "pid", "host", "heartbeat", ...}
+        history.jsonl   one line per resume (mappo_torchrl.runs.resume)
         .lock           held (flock) by the process training in RUN_DIR
         checkpoints/    ckpt-<iteration>.pt (see :mod:`~mappo_torchrl.runs.checkpoint`)
 
@@ -42,6 +43,8 @@ except ImportError:  # Windows: no advisory locks; runs are then not protected
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.csv"
 STATUS_FILE = "status.json"
+#: One JSON line per resume: which checkpoint, which options changed.
+HISTORY_FILE = "history.jsonl"
 LOCK_FILE = ".lock"
 STATUSES = ("running", "interrupted", "failed", "finished")
 #: Top-level entries this project writes in a run directory (besides dot-files
@@ -52,6 +55,7 @@ RUN_ENTRIES = frozenset(
         CONFIG_FILE,
         METRICS_FILE,
         STATUS_FILE,
+        HISTORY_FILE,
         "checkpoints",
         "videos",
         "tensorboard",
@@ -61,6 +65,10 @@ RUN_ENTRIES = frozenset(
 )
 _OWN_DOTFILES = (LOCK_FILE, f".{CONFIG_FILE}.tmp", f".{METRICS_FILE}.tmp", f".{STATUS_FILE}.tmp")
 _DAMAGED_PREFIX = f"{METRICS_FILE}.damaged-"
+#: The rows of a run started again because it had no checkpoint (``--resume``).
+RESTARTED_PREFIX = f"{METRICS_FILE}.restarted-"
+#: The columns metrics.csv starts with; the metrics follow in the order they are logged.
+FIRST_COLUMNS = ("iteration", "frames")
 
 
 class RunDirError(RuntimeError):
@@ -97,7 +105,11 @@ def _not_a_run(path: Path) -> str | None:
     if read_status(path).get("status") not in STATUSES:
         return f"has no {STATUS_FILE} written by mappo"
     for entry in sorted(os.listdir(path)):
-        own = entry in RUN_ENTRIES or entry in _OWN_DOTFILES or entry.startswith(_DAMAGED_PREFIX)
+        own = (
+            entry in RUN_ENTRIES
+            or entry in _OWN_DOTFILES
+            or entry.startswith((_DAMAGED_PREFIX, RESTARTED_PREFIX))
+        )
         if not own or (path / entry).is_symlink():
             return f"holds {entry!r}, which a run does not write"
     return None
@@ -321,6 +333,13 @@ class RunDir:
             csv.writer(f).writerow([_fmt(metrics.get(c, math.nan)) for c in self._columns])
 
     def _rewrite(self, columns: list[str], rows: list[dict[str, str]]) -> None:
+        """Write ``rows`` under ``columns`` (:data:`FIRST_COLUMNS` first) through a rename.
+
+        A resumed run's file, in whatever order an older version wrote it, is
+        rewritten in this order too, so the rows it appends line up.
+        """
+        first = [c for c in FIRST_COLUMNS if c in columns]
+        columns = first + [c for c in columns if c not in first]
         file = self.path / METRICS_FILE
         tmp = file.with_name(f".{file.name}.tmp")
         with _removed_on_error(tmp), tmp.open("w", newline="") as f:
@@ -342,12 +361,17 @@ def _check_not_above_cwd(path: Path) -> None:
 
 
 def read_status(path: str | Path) -> dict[str, Any]:
-    """The run's ``status.json`` as a dict, or ``{}`` if it has none."""
+    """The run's ``status.json`` as a dict, or ``{}`` if it has none or it is damaged.
+
+    Damaged: unreadable, not UTF-8, not JSON, or JSON but not an object
+    (``[1, 2]``, ``null``). Such a run reads as one without a status.
+    """
     file = Path(path) / STATUS_FILE
     try:
-        return json.loads(file.read_text())
-    except (OSError, json.JSONDecodeError):
+        status = json.loads(file.read_text())
+    except (OSError, ValueError, RecursionError):  # ValueError: undecodable bytes or not JSON
         return {}
+    return status if isinstance(status, dict) else {}
 
 
 def read_metrics(path: str | Path) -> list[dict[str, float]]:

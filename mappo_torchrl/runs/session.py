@@ -30,6 +30,8 @@ as one that never stopped.
 from __future__ import annotations
 
 import contextlib
+import math
+import statistics
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -40,7 +42,7 @@ from torchrl.record.loggers import Logger
 from mappo_torchrl import _moved
 from mappo_torchrl.envs import make_env_from_config
 from mappo_torchrl.runs.checkpoint import Checkpointer
-from mappo_torchrl.runs.directory import RunDir
+from mappo_torchrl.runs.directory import RunDir, read_metrics
 from mappo_torchrl.runs.evaluation import Evaluation
 from mappo_torchrl.runs.loggers import MetricsLogger
 from mappo_torchrl.training.metrics import Metrics
@@ -66,7 +68,7 @@ class TrainingSession:
         >>> import tempfile
         >>> from mappo_torchrl.config import RunConfig
         >>> from mappo_torchrl.training import Trainer
-        >>> from mappo_torchrl.runs.directory import RunDir
+        >>> from mappo_torchrl.runs.directory import RunDir, read_metrics
         >>> from mappo_torchrl.runs.session import TrainingSession
         >>> cfg = RunConfig()
         >>> cfg.env.num_envs, cfg.env.max_steps = 4, 10
@@ -110,6 +112,13 @@ class TrainingSession:
         self.elapsed_before = elapsed_s
         self.started = time.perf_counter()
         self.stop_requested = False
+        #: The closing figures, once :meth:`train` has finished (:func:`final_returns`).
+        self.final: dict[str, Any] = {}
+        #: Set by :func:`~mappo_torchrl.runs.resume.resume_session`: the checkpoint the
+        #: session continues from (``None``: a new run, or one started again), and
+        #: lines a caller may show about what resuming found and did.
+        self.resumed_from: str | None = None
+        self.notes: list[str] = []
 
     def train(self, *, progress: bool = True) -> list[Metrics]:
         """Run the remaining iterations.
@@ -120,10 +129,47 @@ class TrainingSession:
         """
         self.metrics_logger.log_hparams(self.trainer.config)
         try:
-            return self.trainer.train(progress=progress, callbacks=[self.after_iteration])
+            history = self.trainer.train(progress=progress, callbacks=[self.after_iteration])
+        except StopRequested:  # also raised while waiting for the collecting worker
+            self.save_unsaved()
+            raise
         finally:
             self.evaluation.close()
             self.metrics_logger.close()
+            self.run_dir.close()  # the lock: the run can be resumed or read as stopped
+        self.finish()
+        return history
+
+    def finish(self) -> dict[str, Any]:
+        """Record the finished run: status ``finished`` with its closing figures
+        (:func:`final_returns`), frames and wall time; returns those figures."""
+        trainer = self.trainer
+        groups = list(trainer.groups) if len(trainer.groups) > 1 else []
+        self.final = final_returns(read_metrics(self.run_dir.path), groups)
+        self.run_dir.write_status(
+            "finished",
+            iteration=trainer.iteration,
+            frames=trainer.frames,
+            **self.final,
+            wall_time_s=round(self.elapsed(), 1),
+        )
+        return self.final
+
+    def save_unsaved(self) -> None:
+        """Checkpoint the last finished iteration, unless it is saved (or none ran).
+
+        Between iterations, and while an overlapped trainer waits for its
+        worker's batch, the trainer's state is whole: it is the checkpoint of the
+        iteration it finished last.
+        """
+        trainer = self.trainer
+        if trainer.iteration > 0 and not self.checkpointer.saved(trainer.iteration):
+            self.checkpointer.save(**self.checkpoint_extra())
+
+    def waiting_for_worker(self) -> bool:
+        """Whether the trainer waits for its overlapped worker's next batch, when a stop
+        can end the run at once with a checkpoint of the last iteration."""
+        return self.trainer.overlap and self.trainer.collecting
 
     def request_stop(self) -> None:
         """Stop after the current iteration, with a checkpoint (what Ctrl-C does)."""
@@ -215,6 +261,43 @@ class TrainingSession:
 
 def __getattr__(name: str) -> Any:  # names that moved: TrainingRun
     return _moved.renamed(__name__, name)
+
+
+#: The iterations whose training returns make a run's final return.
+FINAL_ITERATIONS = 5
+
+
+def final_returns(rows: list[Metrics], groups: Sequence[str] = ()) -> dict[str, Any]:
+    """A run's closing figures, as status.json records them.
+
+    ``final_episode_return`` is the mean training return over the last
+    :data:`FINAL_ITERATIONS` rows of metrics.csv (fewer in a shorter run;
+    ``final_iterations`` says how many), ``final_eval_return`` the last row's
+    evaluation. With several ``groups`` (a competitive env, whose pooled
+    figures mix opposing returns) the same figures by group are added.
+
+    Example:
+        >>> rows = [{"train/episode_return": r, "eval/episode_return": 1.0} for r in range(8)]
+        >>> final_returns(rows)
+        {'final_episode_return': 5.0, 'final_eval_return': 1.0, 'final_iterations': 5}
+    """
+    last = rows[-FINAL_ITERATIONS:]
+    final_row = rows[-1] if rows else {}
+
+    def mean(column: str) -> float:
+        return statistics.fmean(m[column] for m in last) if last else math.nan
+
+    out: dict[str, Any] = {
+        "final_episode_return": mean("train/episode_return"),
+        "final_eval_return": final_row.get("eval/episode_return", math.nan),
+        "final_iterations": len(last),
+    }
+    if groups:
+        out["final_group_returns"] = {g: mean(f"train/{g}/episode_return") for g in groups}
+        out["final_group_eval_returns"] = {
+            g: final_row.get(f"eval/{g}/episode_return", math.nan) for g in groups
+        }
+    return out
 
 
 def _plain(value: Any) -> Any:

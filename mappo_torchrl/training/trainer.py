@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import tempfile
 import time
@@ -31,9 +32,11 @@ from mappo_torchrl.envs import make_env_from_config, track_episode_returns
 from mappo_torchrl.envs.boundaries import BatchBoundaryEnv
 from mappo_torchrl.envs.vmas_state import is_vmas_env
 from mappo_torchrl.models import add_recurrent_state
+from mappo_torchrl.models.mlp import resolve_precision
 from mappo_torchrl.models.recurrent import recurrent_layers
 from mappo_torchrl.objectives.advantage import shifted_budget
 from mappo_torchrl.rng import seed_everything
+from mappo_torchrl.training.divergence import check_divergence
 from mappo_torchrl.training.learner import GroupLearner, make_group_learner
 from mappo_torchrl.training.metrics import LOSS_METRICS, Metrics, mean_episode_return
 from mappo_torchrl.training.threads import available_cores, set_threads, threads_during
@@ -193,6 +196,9 @@ class Trainer:
             collect_policy = TensorDictSequential(self.policy, *recurrent_critics)
         self.env = env = add_recurrent_state(env, collect_policy)
         self.overlap = _resolve_overlap(config, env_is_config=env_is_config)
+        # What "auto" chose on this machine is what the run records (config.yaml,
+        # checkpoints): a resume elsewhere keeps it, or says why it cannot.
+        self.config = config = resolve_auto(config, overlap=self.overlap)
         workers = 1 if self.overlap else config.collector.workers
         #: Whether worker processes step the envs.
         self.collects_in_workers = self.overlap or workers > 1
@@ -268,6 +274,9 @@ class Trainer:
         self._narrow_threads = False
         self.iteration = 0
         self.frames = 0
+        #: Whether each group's actor and critic weights were finite after the last
+        #: iteration (``"agents actor": True``...), checked once per iteration.
+        self.weights_finite: dict[str, bool] = {}
 
     # -- the loop ---------------------------------------------------------------
 
@@ -309,6 +318,13 @@ class Trainer:
             self.iteration += 1
             self.frames += batch.numel()
             metrics = self._summarise(batch, stats)
+            # Before the metrics leave: a diverged iteration is never checkpointed.
+            check_divergence(
+                metrics,
+                self.weights_finite,
+                iteration=self.iteration,
+                mode=self.config.optim.divergence,
+            )
             metrics.update(
                 {
                     "iteration": self.iteration,
@@ -452,8 +468,21 @@ class Trainer:
         }
         # One stack and one host transfer per iteration: no sync inside the epochs.
         means = torch.stack(stats).apply(lambda x: x.float().mean(), batch_size=[])
+        # Whether each network's weights are finite, in the same host transfer.
+        finite = {
+            name: {
+                "actor": _all_finite(group.actor.parameters()),
+                "critic": _all_finite(group.critic.parameters()),
+            }
+            for name, group in self.groups.items()
+        }
         values = TensorDict(
-            {"episode_return": episode_return, "groups": means, "returns": group_returns}
+            {
+                "episode_return": episode_return,
+                "groups": means,
+                "returns": group_returns,
+                "finite": finite,
+            }
         ).cpu()
         metrics = {"train/episode_return": float(values["episode_return"])}
         several = len(self.groups) > 1
@@ -469,6 +498,11 @@ class Trainer:
             prefix = f"train/{name}/" if several else "train/"
             if "kl_approx" in stats[0][name].keys():
                 metrics[prefix + "behaviour_kl"] = float(stats[0][name, "kl_approx"])
+        self.weights_finite = {
+            f"{name} {net}": bool(values["finite", name, net])
+            for name in self.groups
+            for net in ("actor", "critic")
+        }
         first = next(iter(self.groups.values()))
         metrics["train/actor_lr"] = float(first.actor_optim.param_groups[0]["lr"])
         return metrics
@@ -508,6 +542,32 @@ def _shifted_budget(config: RunConfig, num_envs: int) -> int:
     return shifted_budget(config.collector.frames_per_batch // num_envs, config.env.max_steps)
 
 
+def resolve_auto(config: RunConfig, *, overlap: bool | None = None) -> RunConfig:
+    """A copy of ``config`` with each ``auto`` replaced by what it means on this machine.
+
+    ``perf.precision`` becomes ``float32`` or ``bfloat16``
+    (:func:`~mappo_torchrl.models.mlp.resolve_precision`) and
+    ``collector.overlap`` ``on`` or ``off`` (``overlap``, or as a ``mappo``
+    command resolves it). A run records these, so that it continues, and is
+    compared, as it ran, whatever machine reads it later.
+
+    Example:
+        >>> from mappo_torchrl.config import RunConfig
+        >>> resolved = resolve_auto(RunConfig(device="cuda"))
+        >>> resolved.perf.precision, resolved.collector.overlap
+        ('float32', 'off')
+    """
+    if overlap is None:
+        overlap = _resolve_overlap(config, env_is_config=True)
+    return dataclasses.replace(
+        config,
+        perf=dataclasses.replace(
+            config.perf, precision=resolve_precision(config.perf.precision, config.device)
+        ),
+        collector=dataclasses.replace(config.collector, overlap="on" if overlap else "off"),
+    )
+
+
 def _resolve_overlap(config: RunConfig, *, env_is_config: bool) -> bool:
     """``collector.overlap`` as on or off. ``auto`` is on for a CPU run with one
     collector worker, the config's VMAS env and a program the worker process can
@@ -527,6 +587,11 @@ def _resolve_overlap(config: RunConfig, *, env_is_config: bool) -> bool:
         stacklevel=3,
     )
     return False
+
+
+def _all_finite(parameters: Iterator[torch.Tensor]) -> torch.Tensor:
+    """A 0-d bool tensor: whether every value of ``parameters`` is finite (no host sync)."""
+    return torch.stack([torch.isfinite(p).all() for p in parameters]).all()
 
 
 def _tracks_episode_returns(env: EnvBase) -> bool:
