@@ -9,11 +9,13 @@ here is what to change.
 
 from __future__ import annotations
 
+from queue import Empty
 from typing import Any
 
 import torch
 from tensordict import TensorDictBase
 from torch import nn
+from torchrl.collectors import MultiAsyncCollector
 from torchrl.modules import MultiAgentMLP
 from torchrl.objectives import LossModule
 from torchrl.objectives.value import MultiAgentGAE, ValueEstimatorBase
@@ -120,3 +122,43 @@ def shutdown_weight_sync(collector) -> None:
     """
     for scheme in (getattr(collector, "_weight_sync_schemes", None) or {}).values():
         scheme.shutdown()
+
+
+def ppo_current_log_prob(loss, tensordict) -> torch.Tensor:
+    """``PPOLoss._get_cur_log_prob``: the stored action's log-probability under the
+    loss's actor as it is now (the first of its three results)."""
+    return loss._get_cur_log_prob(tensordict)[0]
+
+
+def weight_ack_queue(collector, worker: int = 0) -> Any:
+    """The queue on which a multi-process collector's ``worker`` acknowledges new weights.
+
+    TorchRL's ``SharedMemWeightSyncScheme`` keeps one per worker
+    (``_ack_queues``); with ``sync=True`` (its default) it waits there with no
+    time limit, so a stopped worker would block the trainer for ever. The
+    overlapped collector makes its scheme with ``sync=False`` and waits on this
+    queue itself, a little at a time. ``None`` without such a scheme.
+    """
+    scheme = (getattr(collector, "_weight_sync_schemes", None) or {}).get("policy")
+    return (getattr(scheme, "_ack_queues", None) or {}).get(worker)
+
+
+class WatchableMultiAsyncCollector(MultiAsyncCollector):
+    """A :class:`~torchrl.collectors.MultiAsyncCollector` whose wait for a batch a subclass
+    can watch.
+
+    TorchRL's iterator takes its workers' batches in the private
+    ``_get_from_queue``, with a timeout of a second, and tries again for ever;
+    here each timeout calls :meth:`still_waiting` first, which a subclass
+    overrides (and which may raise to stop waiting).
+    """
+
+    def still_waiting(self) -> None:
+        """Called each time a second has passed without a batch (nothing here)."""
+
+    def _get_from_queue(self, timeout=None):
+        try:
+            return super()._get_from_queue(timeout=timeout)
+        except (Empty, TimeoutError):
+            self.still_waiting()
+            raise

@@ -231,6 +231,4 @@ def test_optim_divergence_is_checked_where_it_is_declared(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--optim.divergence", "panic"])
     err = capsys.readouterr().err.strip()
-    assert err == (
-        "mappo train: error: --optim.divergence='panic': must be one of stop, warn, off"
-    )
+    assert err == ("mappo train: error: --optim.divergence='panic': must be one of stop, warn, off")

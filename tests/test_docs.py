@@ -34,6 +34,7 @@ PACKAGES = {
 MODULES = [
     "mappo_torchrl.runs.directory",
     "mappo_torchrl.runs.session",
+    "mappo_torchrl.runs.resume",
     "mappo_torchrl.runs.evaluation",
     "mappo_torchrl.runs.checkpoint",
     "mappo_torchrl.runs.loggers",
@@ -48,6 +49,7 @@ MODULES = [
     "mappo_torchrl.benchmark.executors",
     "mappo_torchrl.benchmark.report",
     "mappo_torchrl.benchmark.tutorial",
+    "mappo_torchrl.benchmark.watchdog",
 ]
 
 

@@ -279,5 +279,29 @@ def test_every_logged_metric_is_documented_in_docs_metrics_md(tmp_path):
     )
     for name in history[-1]:
         # Several groups: train/<group>/x is documented as train/x, eval/<group>/x too.
-        general = re.sub(r"^(train|eval)/(adversary|agent)/", r"\1/", name)
+        general = re.sub(r"^(train|eval/stochastic|eval)/(adversary|agent)/", r"\1/", name)
         assert general in documented, name
+
+
+def test_online_wandb_without_its_server_is_one_line_before_the_run_starts(
+    tmp_path, monkeypatch, capsys
+):
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
+    run = tmp_path / "run"
+    started = time.monotonic()
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "--run-dir", str(run), "--logger", "wandb", "--no-progress"])
+    assert stop.value.code == 2 and time.monotonic() - started < 30
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert f"W&B would log online, but 127.0.0.1:{port} cannot be reached" in err
+    assert "WANDB_MODE=offline" in err
+    assert not run.exists()
+    # Offline, nothing is checked: the reachability test never blocks a local run.
+    loggers.check_wandb_reachable({"WANDB_MODE": "offline"})

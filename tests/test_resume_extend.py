@@ -102,7 +102,7 @@ def test_learning_options_are_refused_on_resume_in_one_line(tmp_path, capsys):
     )
     assert err.startswith("mappo train: error: --resume continues a run with its saved config;")
     assert "drop --loss.gamma, --scenario" in err
-    assert "--collector.total_frames, --device, --threads" in err
+    assert "--collector.total_frames, --collector.stall_timeout_s, --device, --threads" in err
     assert "--optim.actor_lr" in err and "--from-checkpoint" in err
     assert (run_dir / "config.yaml").read_text() == before
 

@@ -34,6 +34,23 @@ trainer.make_collector = make_collector
 sys.exit(main(sys.argv[2:]))
 """
 
+# `mappo ARGS` whose collecting worker is stopped (SIGSTOP) before its first batch, and
+# which sends itself SIGNAL a second later: the trainer is then waiting in iteration 0.
+SIGNAL_WHILE_WAITING = r"""
+import os, signal, sys, threading
+from mappo_torchrl.cli.main import main
+from mappo_torchrl.training import trainer
+name = sys.argv[1]
+real = trainer.make_collector
+def make_collector(*args, **kwargs):
+    collector = real(*args, **kwargs)
+    os.kill(collector.procs[0].pid, signal.SIGSTOP)
+    threading.Timer(1.0, os.kill, (os.getpid(), getattr(signal, name))).start()
+    return collector
+trainer.make_collector = make_collector
+sys.exit(main(sys.argv[2:]))
+"""
+
 
 def _run(script: str, *argv: str) -> subprocess.CompletedProcess:
     return subprocess.run(
@@ -60,6 +77,20 @@ def test_a_stop_while_the_run_is_set_up_ends_it_cleanly_and_resume_starts_it_aga
     capsys.readouterr()
     assert main(["train", "--resume", str(run), "--no-progress"]) == 0
     assert f"starting {run} again from its config" in capsys.readouterr().out
+    assert read_status(run)["status"] == "finished"
+    assert [r["iteration"] for r in read_metrics(run)] == [1, 2]
+
+
+def test_a_stop_while_the_first_batch_is_awaited_is_an_interrupted_run(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = [*TINY, "--collector.total_frames", "80", "--collector.overlap", "on"]
+    done = _run(SIGNAL_WHILE_WAITING, "SIGTERM", "train", "--run-dir", str(run), *args)
+    assert done.returncode == 143, done.stderr
+    assert "Error" not in done.stderr + done.stdout and "Traceback" not in done.stderr
+    assert read_status(run)["status"] == "interrupted"
+    assert checkpoint_files(run) == [] and not (run / "metrics.csv").exists()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
     assert read_status(run)["status"] == "finished"
     assert [r["iteration"] for r in read_metrics(run)] == [1, 2]
 

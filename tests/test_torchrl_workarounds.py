@@ -5,6 +5,7 @@ upstream and the matching workaround can go.
 """
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -325,3 +326,105 @@ def test_torchs_private_bfloat16_queries_agree_with_the_cpu_flags():
         if line.startswith("flags"):
             flags.update(line.split(":", 1)[1].split())
     assert cpu_has_bfloat16() == bool(flags & {"avx512_bf16", "amx_tile"})
+
+
+def test_the_weight_ack_queue_holds_the_workers_answer_to_new_weights(nav_env):
+    """Why the overlapped collector waits for acknowledgements itself: TorchRL's default
+    scheme waits on this queue with no time limit (sync=True), so a stopped worker
+    would block the trainer for ever; with sync=False each answer waits there."""
+    from functools import partial
+
+    from torchrl.collectors import MultiAsyncCollector
+    from torchrl.weight_update import SharedMemWeightSyncScheme
+
+    from mappo_torchrl.compat import shutdown_weight_sync, weight_ack_queue
+    from mappo_torchrl.envs import make_env
+    from mappo_torchrl.models import make_actor
+
+    assert SharedMemWeightSyncScheme().sync is True
+    collector = MultiAsyncCollector(
+        [partial(make_env, "navigation", num_envs=2, max_steps=5)],
+        make_actor(nav_env, "agents", num_cells=8),
+        frames_per_batch=10,
+        total_frames=20,
+        weight_sync_schemes={"policy": SharedMemWeightSyncScheme(sync=False)},
+    )
+    try:
+        queue = weight_ack_queue(collector)
+        assert queue.empty()  # nothing was sent yet
+        collector.update_policy_weights_()  # returns at once, without the answer
+        assert queue.get(timeout=60) == "updated"
+        assert weight_ack_queue(collector, worker=1) is None
+    finally:
+        collector.shutdown()
+        shutdown_weight_sync(collector)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="stops the worker with SIGSTOP")
+def test_a_watchable_collector_is_told_each_second_it_waits_for_a_batch(nav_env):
+    """Why OverlappedCollector hooks TorchRL's private _get_from_queue: its iterator
+    polls the workers' queue a second at a time and tries again for ever."""
+    import threading
+    from functools import partial
+
+    from mappo_torchrl.compat import WatchableMultiAsyncCollector, shutdown_weight_sync
+    from mappo_torchrl.envs import make_env
+    from mappo_torchrl.models import make_actor
+
+    class Waited(Exception):
+        pass
+
+    class Collector(WatchableMultiAsyncCollector):
+        def still_waiting(self) -> None:
+            raise Waited
+
+    collector = Collector(
+        [partial(make_env, "navigation", num_envs=2, max_steps=5)],
+        make_actor(nav_env, "agents", num_cells=8),
+        frames_per_batch=10,
+        total_frames=20,
+    )
+    worker = collector.procs[0]
+    # Should the hook never be called, the worker dies and TorchRL's own check fails.
+    guard = threading.Timer(60, worker.kill)
+    try:
+        os.kill(worker.pid, signal.SIGSTOP)
+        guard.start()
+        with pytest.raises(Waited):
+            next(iter(collector))
+    finally:
+        guard.cancel()
+        worker.kill()
+        worker.join(timeout=30)
+        collector.shutdown(raise_on_error=False)
+        shutdown_weight_sync(collector)
+
+
+def test_ppo_current_log_prob_is_the_actors_log_prob_of_the_stored_action(nav_env):
+    """``compat.ppo_current_log_prob`` wraps ``PPOLoss._get_cur_log_prob`` (private), which
+    the decoupled objective calls once per batch for the proximal log-probabilities."""
+    from mappo_torchrl.compat import ppo_current_log_prob
+
+    keys = group_keys(nav_env, "agents")
+    actor = make_actor(nav_env, "agents")
+    loss = make_loss(actor, make_critic(nav_env, "agents"), keys)
+    with torch.no_grad():
+        data = nav_env.rollout(5, actor)
+        expected = actor.get_dist(data.clone()).log_prob(data[keys.action])
+        torch.testing.assert_close(ppo_current_log_prob(loss, data), expected)
+
+
+def test_ppo_log_weight_returns_the_ratio_dist_kl_and_importance_weight(nav_env):
+    """``MultiAgentPPOLoss._log_weight`` overrides TorchRL's private ``_log_weight``: four
+    results, the last ``None`` while the proximal policy is the behaviour policy."""
+    keys = group_keys(nav_env, "agents")
+    actor = make_actor(nav_env, "agents")
+    loss = MAPPOLoss(actor_network=actor, critic_network=make_critic(nav_env, "agents"))
+    loss.set_keys(action=keys.action, sample_log_prob=keys.log_prob)
+    with torch.no_grad():
+        data = nav_env.rollout(5, actor)
+    log_weight, dist, kl_approx, log_is_weight = loss._log_weight(data, data.shape + (3,))
+    assert log_weight.shape == kl_approx.shape == data.shape + (3, 1)
+    assert isinstance(dist, torch.distributions.Distribution)
+    assert log_is_weight is None
+    torch.testing.assert_close(log_weight, torch.zeros_like(log_weight), atol=1e-5, rtol=0)

@@ -33,10 +33,17 @@ from mappo_torchrl.runs.checkpoint import (
     load_checkpoint,
     load_weights,
 )
-from mappo_torchrl.runs.directory import CONFIG_FILE, RunDir, RunDirError, default_run_dir
+from mappo_torchrl.runs.directory import (
+    CONFIG_FILE,
+    WORKER_LOG,
+    RunDir,
+    RunDirError,
+    default_run_dir,
+)
 from mappo_torchrl.runs.loggers import (
     LoggerUnavailable,
     check_logger_backend,
+    check_wandb_reachable,
     make_loggers,
     wandb_mode,
 )
@@ -104,7 +111,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         help="with --resume: continue from the checkpoint of iteration N instead of the newest "
         "(after a divergence, say, with smaller --optim.actor_lr/--optim.critic_lr); newer "
-        "checkpoints are kept, renamed *.superseded, and metrics.csv rows after N are dropped",
+        "checkpoints are kept, renamed with a .superseded suffix, and metrics.csv rows after N "
+        "are dropped",
     )
     parser.add_argument(
         "--init-from",
@@ -174,10 +182,8 @@ def train_command(args: argparse.Namespace) -> int:
         init = _init_state(args.init_from)
         # What each "auto" means here is what the run records (config.yaml, checkpoints).
         chosen, config = config, resolve_auto(config)
-        trainer = None
-        if init is not None:  # built now, so that networks that do not fit stop here
-            trainer = Trainer(config)
-            load_weights(trainer, init, source=f"--init-from={args.init_from!r}")
+        if init is not None:  # checked now, so that networks that do not fit stop here
+            load_weights(Trainer(config), init, source=f"--init-from={args.init_from!r}")
         run_dir = RunDir.create(
             args.run_dir or default_run_dir(config), config, overwrite=args.overwrite
         )
@@ -197,7 +203,10 @@ def train_command(args: argparse.Namespace) -> int:
     def make_session() -> TrainingSession:
         _announce_wandb(config, run_dir.path)
         logger = make_loggers(config.logger, run_dir.path, exp_name=run_dir.path.name)
-        return TrainingSession(trainer or Trainer(config), run_dir, logger=logger)
+        trainer = Trainer(config, worker_log=run_dir.path / WORKER_LOG)
+        if init is not None:
+            load_weights(trainer, init, source=f"--init-from={args.init_from!r}")
+        return TrainingSession(trainer, run_dir, logger=logger)
 
     return _train(make_session, run_dir=run_dir, progress=not args.no_progress)
 
@@ -287,6 +296,8 @@ def _announce_wandb(config: RunConfig, path: Path) -> None:
 def _check_extras(config: RunConfig) -> None:
     """Fail before anything starts if the chosen logger or video needs a missing package."""
     check_logger_backend(config.logger.backend)
+    if "wandb" in config.logger.backends():
+        check_wandb_reachable()
     if config.eval.video_interval > 0:
         from mappo_torchrl.viz.video import VideoUnavailable, add_renderer, video_format
 

@@ -242,6 +242,10 @@ AdvantageNormName = Literal["joint", "per_agent", "none"]
 ADVANTAGE_NORMS: tuple[str, ...] = get_args(AdvantageNormName)
 
 
+StaleCorrectionName = Literal["decoupled", "none"]
+STALE_CORRECTIONS: tuple[str, ...] = get_args(StaleCorrectionName)
+
+
 @dataclass
 class LossConfig:
     """PPO objective and advantage estimation."""
@@ -274,6 +278,13 @@ class LossConfig:
     value_norm_beta, variance floored at 0.01) or running (exact)."""
     value_norm_beta: float = 0.99999
     """Decay of the popart value normaliser."""
+    stale_correction: StaleCorrectionName = "decoupled"
+    """How the update treats a batch collected by weights one update old (collector.overlap):
+    decoupled clips the ratio around the weights the update starts from, whose
+    log-probabilities are computed once per batch, and weights the objective by their
+    ratio to the collecting weights (Hilton et al. 2021); none clips around the collecting
+    weights, as on-policy PPO does. Without overlap the data are never stale and the loss is
+    on-policy PPO's either way."""
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` on the first value that is not allowed."""
@@ -298,6 +309,7 @@ class LossConfig:
             self.value_norm_beta,
             "must be in (0, 1)",
         )
+        _choice("loss.stale_correction", self.stale_correction, STALE_CORRECTIONS)
 
 
 @dataclass
@@ -319,6 +331,11 @@ class CollectorConfig:
     """Processes stepping copies of the env (TorchRL's MultiSyncCollector), for envs that are not
     vectorised (PettingZoo, your own); each holds env.num_envs / workers of the VMAS envs. 1
     steps the env in the training process."""
+    stall_timeout_s: float = 60.0
+    """With collector.overlap, the least time in seconds to wait for the collecting worker
+    (a batch, or taking new weights) before the run fails as stalled: the worker is ended and
+    the last iteration is checkpointed. The limit is 10 times the slowest wait so far when that
+    is longer; the first batch may take this long."""
 
     def overlap_enabled(self, device: str) -> bool:
         """Whether ``overlap`` means on, for a run on ``device``."""
@@ -332,6 +349,12 @@ class CollectorConfig:
     def validate(self, num_envs: int) -> None:
         """Raise :class:`ConfigError` on the first value not allowed with ``num_envs`` envs."""
         _choice("collector.overlap", self.overlap, OVERLAP_MODES)
+        _check(
+            self.stall_timeout_s > 0,
+            "collector.stall_timeout_s",
+            self.stall_timeout_s,
+            "must be > 0",
+        )
         _check(
             isinstance(self.workers, int) and 1 <= self.workers <= MAX_WORKERS,
             "collector.workers",

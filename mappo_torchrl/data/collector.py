@@ -6,9 +6,13 @@ import ast
 import copy
 import functools
 import multiprocessing
+import os
+import signal
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
+from queue import Empty
 from typing import Any
 
 import torch
@@ -16,12 +20,31 @@ from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torchrl.collectors import BaseCollector, Collector, MultiAsyncCollector, MultiSyncCollector
 from torchrl.envs import EnvBase
+from torchrl.weight_update import SharedMemWeightSyncScheme
 
-from mappo_torchrl.compat import CARRIER_ATTR, output_queue, shutdown_weight_sync
+from mappo_torchrl.compat import (
+    CARRIER_ATTR,
+    WatchableMultiAsyncCollector,
+    output_queue,
+    shutdown_weight_sync,
+    weight_ack_queue,
+)
 from mappo_torchrl.config.checks import check_int
 from mappo_torchrl.envs.boundaries import boundary_file, read_boundary
 
 EnvFn = Callable[[], EnvBase]
+#: How long one look at the worker's queues waits, in seconds (between two checks for a stall).
+POLL_S = 1.0
+#: The line a worker writes first in its log (then its pid and the time).
+_LOG_HEADER = "mappo: collecting worker pid"
+
+
+class CollectorStalled(RuntimeError):
+    """The collecting worker did not answer for longer than its limit; it was ended (one line)."""
+
+
+class WorkerFailed(RuntimeError):
+    """A collecting worker process died (one line: its pid, how it ended, where its log is)."""
 
 
 def make_collector(
@@ -38,6 +61,8 @@ def make_collector(
     overlap: bool = False,
     boundaries=None,
     worker_threads: int = 1,
+    stall_timeout_s: float = 60.0,
+    worker_log: str | Path | None = None,
 ) -> BaseCollector:
     """A TorchRL collector yielding ``[num_envs, frames_per_batch // num_envs]`` batches.
 
@@ -71,6 +96,10 @@ def make_collector(
             :class:`~mappo_torchrl.envs.boundaries.BatchBoundaryEnv`), for
             checkpoints that resume exactly.
         worker_threads: torch threads of each worker process.
+        stall_timeout_s: with ``overlap``, the least time to wait for the worker
+            (see :class:`~mappo_torchrl.data.collector.OverlappedCollector`).
+        worker_log: a file the worker processes write their standard error to
+            (appended; their tracebacks, if they fail); ``None``: this process's.
 
     Example:
         >>> from mappo_torchrl.data import make_collector
@@ -103,6 +132,10 @@ def make_collector(
             f"worker_env_fns: {len(worker_env_fns)} given, workers={workers} need one each"
         )
     device = env.device if device is None else device
+    if worker_log is not None:
+        worker_env_fns = [
+            functools.partial(_env_logging_to, str(worker_log), f) for f in worker_env_fns
+        ]
     common = {
         "frames_per_batch": frames_per_batch,
         "total_frames": total_frames,
@@ -119,6 +152,8 @@ def make_collector(
             copy.deepcopy(policy),
             trained=policy,
             boundaries=boundaries,
+            stall_timeout_s=stall_timeout_s,
+            worker_log=worker_log,
             # The weights are sent when the worker is between two batches, so a
             # batch never mixes two versions of the policy.
             update_at_each_batch=True,
@@ -145,7 +180,7 @@ def make_collector(
     )
 
 
-class OverlappedCollector(MultiAsyncCollector):
+class OverlappedCollector(WatchableMultiAsyncCollector):
     """A one-worker :class:`~torchrl.collectors.MultiAsyncCollector` that follows ``trained``.
 
     TorchRL sends the weights of the policy it was given (which the worker
@@ -158,20 +193,52 @@ class OverlappedCollector(MultiAsyncCollector):
     :class:`~mappo_torchrl.envs.boundaries.BatchBoundaryEnv` saves to), it
     keeps what the worker starts its current batch from, so that a checkpoint
     can hold it: :meth:`resume_state` and :meth:`load_resume_state`.
+
+    A worker that stops answering (``kill -STOP``, a frozen machine) is not
+    waited for without end: a wait for its batch, or for it to take new
+    weights, that lasts longer than ``stall_limit()`` ends the worker
+    (SIGKILL) and raises ``CollectorStalled``.
+
+    Args:
+        trained: the module whose weights the worker collects with.
+        boundaries: the folder the worker's env saves its state in after each batch.
+        stall_timeout_s: the least time to wait for the worker, in seconds.
+        worker_log: where the worker writes its standard error, for the message
+            that reports its death (see ``worker_failure``).
+
+    The other arguments are TorchRL's ``MultiAsyncCollector``'s.
     """
 
-    def __init__(self, *args, trained: torch.nn.Module, boundaries=None, **kwargs) -> None:
+    def __init__(
+        self,
+        *args,
+        trained: torch.nn.Module,
+        boundaries=None,
+        stall_timeout_s: float = 60.0,
+        worker_log: str | Path | None = None,
+        **kwargs,
+    ) -> None:
         self._trained = trained
+        self._worker_log = worker_log
         self._boundaries = boundaries
         self._batches = 0
         self._boundary: Path | None = None  # what the current batch started from
         #: The weights the worker collects its current batch with.
         self.behaviour_weights: TensorDictBase | None = None
         self._resumed_weights: TensorDictBase | None = None
-        super().__init__(*args, **kwargs)
+        #: The least time to wait for the worker before it counts as stalled, in seconds.
+        self.stall_timeout_s = stall_timeout_s
+        #: The longest this process has waited for a batch so far, in seconds.
+        self.slowest_wait_s = 0.0
+        self._waiting_since: float | None = None
+        # TorchRL's scheme would wait for the worker to take new weights with no
+        # time limit (sync=True); _await_weights waits, a second at a time.
+        schemes = {"policy": SharedMemWeightSyncScheme(sync=False)}
+        super().__init__(*args, weight_sync_schemes=schemes, **kwargs)
 
     def update_policy_weights_(self, policy_or_weights=None, **kwargs) -> None:
-        if policy_or_weights is None:
+        ours = policy_or_weights is None
+        if ours:
             if self._resumed_weights is not None and self._frames == 0:
                 # A resumed run's first batch is collected by the weights that
                 # collected it in the run that stopped.
@@ -179,17 +246,68 @@ class OverlappedCollector(MultiAsyncCollector):
             else:
                 self._resumed_weights = None
                 policy_or_weights = TensorDict.from_module(self._trained).data
-            self.behaviour_weights = policy_or_weights.clone()
         super().update_policy_weights_(policy_or_weights, **kwargs)
+        self._await_weights()
+        if ours:
+            # Only once the worker holds them: a checkpoint taken after a wait cut
+            # short keeps the weights of the batch the worker was given before.
+            self.behaviour_weights = policy_or_weights.clone()
 
     def iterator(self):
-        for batch in super().iterator():
+        batches = super().iterator()
+        while True:
+            self._waiting_since = time.monotonic()
+            try:
+                batch = next(batches, None)
+            finally:
+                waited, self._waiting_since = time.monotonic() - self._waiting_since, None
+            if batch is None:
+                return
+            self.slowest_wait_s = max(self.slowest_wait_s, waited)
             if self._boundaries is not None:
                 # Written before the batch was sent; the worker writes the other
                 # file next, and this one again only after the next batch is taken.
                 self._boundary = boundary_file(self._boundaries, self._batches)
             self._batches += 1
             yield batch
+
+    def stall_limit(self) -> float:
+        """How long a wait for the worker may last, in seconds: 10 times the slowest
+        wait for a batch so far, and at least ``stall_timeout_s``."""
+        return max(self.stall_timeout_s, 10 * self.slowest_wait_s)
+
+    def still_waiting(self) -> None:
+        """Raise ``CollectorStalled`` (ending the worker) once the wait for a
+        batch has lasted longer than ``stall_limit()``."""
+        if self._waiting_since is not None:
+            self._check_stall(self._waiting_since)
+
+    def _await_weights(self) -> None:
+        """Wait until the worker has taken the weights just sent (it says so on a queue)."""
+        queue = weight_ack_queue(self)
+        since = self._waiting_since or time.monotonic()
+        while True:
+            try:
+                queue.get(timeout=POLL_S)
+                return
+            except Empty:
+                failure = worker_failure(self, self._worker_log)
+                if failure is not None:
+                    raise failure from None
+                self._check_stall(since)
+
+    def _check_stall(self, since: float) -> None:
+        waited, limit = time.monotonic() - since, self.stall_limit()
+        if waited <= limit:
+            return
+        process = self.procs[0]
+        process.kill()  # SIGKILL: a stopped process would not act on SIGTERM
+        process.join(timeout=10)
+        raise CollectorStalled(
+            f"the collecting worker (pid {process.pid}) has not answered for {waited:.1f} s, "
+            f"over its limit of {limit:.1f} s (10x its slowest batch so far, at least "
+            f"collector.stall_timeout_s={self.stall_timeout_s:g}); it was ended with SIGKILL"
+        )
 
     def resume_state(self) -> dict[str, Any] | None:
         """What the worker's current batch starts from, as plain data (``None``
@@ -250,6 +368,65 @@ def shutdown_collector(collector: BaseCollector) -> None:
     too, so that the program can exit (see :func:`mappo_torchrl.compat.shutdown_weight_sync`)."""
     collector.shutdown()
     shutdown_weight_sync(collector)
+
+
+def worker_failure(collector: BaseCollector, log: str | Path | None = None) -> WorkerFailed | None:
+    """A ``WorkerFailed`` naming the first of ``collector``'s worker processes that
+    has died (its pid, exit code or signal, and the last line of ``log``), or ``None``
+    while they all live (or for a collector without worker processes)."""
+    for process in getattr(collector, "procs", None) or []:
+        try:
+            code = process.exitcode
+        except ValueError:  # closed by TorchRL: it was alive, and was ended after another died
+            continue
+        if code is None:
+            continue
+        how = f"exited with code {code}"
+        if code < 0:
+            how = f"was killed by {signal.Signals(-code).name}"
+        text = f"the collecting worker (pid {process.pid}) {how}"
+        last = _last_line(log)
+        if last:
+            text += f" (traceback in {log}): {last[:200]}"
+        return WorkerFailed(text)
+    return None
+
+
+def _last_line(log: str | Path | None) -> str:
+    """The last line the latest worker wrote in ``log`` (a traceback's error), or ``""``."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(max(f.seek(0, os.SEEK_END) - 8192, 0))
+            lines = f.read().decode(errors="replace").splitlines()
+    except (OSError, TypeError):
+        return ""
+    for line in reversed(lines):
+        if line.startswith(_LOG_HEADER):  # the lines above are an earlier worker's
+            return ""
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def _env_logging_to(log: str, env_fn: EnvFn) -> EnvBase:
+    """``env_fn()``, in a worker process whose standard error now goes to the end of ``log``.
+
+    The worker's own messages (its traceback, if it fails) then stay out of the
+    terminal, where the trainer reports the failure in one line. In the main
+    process (where TorchRL may call ``env_fn`` too) nothing is redirected, nor
+    where ``log`` cannot be opened (its folder does not exist yet, say).
+    """
+    if multiprocessing.parent_process() is not None:
+        sys.stderr.flush()
+        try:
+            fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        except OSError:
+            return env_fn()
+        os.dup2(fd, sys.stderr.fileno())
+        os.close(fd)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        print(f"{_LOG_HEADER} {os.getpid()} started {stamp}", file=sys.stderr)
+    return env_fn()
 
 
 def env_rows(batch: TensorDictBase) -> TensorDictBase:

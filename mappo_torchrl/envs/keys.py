@@ -56,6 +56,12 @@ class GroupKeys:
         return (self.group, "action_log_prob")
 
     @property
+    def proximal_log_prob(self) -> NestedKey:
+        """``(group, "proximal_log_prob")``: the log-probability of the stored action under
+        the weights an update starts from, when they are not the ones that collected it."""
+        return (self.group, "proximal_log_prob")
+
+    @property
     def state_value(self) -> NestedKey:
         """``(group, "state_value")``: the value the critic writes, one per agent."""
         return (self.group, "state_value")

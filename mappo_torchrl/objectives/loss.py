@@ -13,7 +13,7 @@ from torchrl.modules import PopArtValueNorm, ProbabilisticActor, RunningValueNor
 from torchrl.objectives.multiagent import MAPPOLoss
 from torchrl.objectives.utils import distance_loss
 
-from mappo_torchrl.compat import set_value_estimator
+from mappo_torchrl.compat import ppo_current_log_prob, set_value_estimator
 from mappo_torchrl.config.checks import check_choice
 from mappo_torchrl.config.schema import (
     CRITIC_LOSSES,
@@ -76,6 +76,46 @@ class MultiAgentPPOLoss(MAPPOLoss):
             raise ValueError("value_norm needs the critic's normalized_value_key")
         self.huber_delta = huber_delta
         self.normalized_value_key = normalized_value_key
+
+    #: Where a minibatch may carry the proximal log-probability (``None``: never).
+    proximal_log_prob_key: NestedKey | None = None
+
+    def proximal_log_prob(self, tensordict: TensorDictBase) -> torch.Tensor:
+        """The stored actions' log-probabilities under the actor as it is now.
+
+        Computed once per batch before the epochs, when the batch was collected
+        by older weights, and stored under :attr:`proximal_log_prob_key`.
+        """
+        with torch.no_grad():
+            return ppo_current_log_prob(self, tensordict).detach()
+
+    def _log_weight(self, tensordict: TensorDictBase, adv_shape: torch.Size):
+        """TorchRL's ratios, with the clip taken around the proximal policy when the
+        minibatch carries its log-probability (the decoupled objective of Hilton et al.
+        2021, "Batch size-invariance for policy optimization"):
+
+            loss = -(pi_prox / pi_behav) * min(r * A, clip(r, 1 - eps, 1 + eps) * A),
+            r = pi / pi_prox.
+
+        This is TorchRL's own ``delay_actor`` objective (PPO-EWMA) with the proximal
+        log-probabilities read from the minibatch: computed once per batch instead of
+        once per minibatch and epoch, and with no second copy of the actor's weights.
+        ``ClipPPOLoss.forward`` weights by ``pi / pi_behav`` and clips ``pi / pi_prox``;
+        without the entry the ratios are TorchRL's own.
+        """
+        log_weight, dist, kl_approx, log_is_weight = super()._log_weight(tensordict, adv_shape)
+        key = self.proximal_log_prob_key
+        proximal = None if key is None else tensordict.get(key, None)
+        if proximal is None:
+            return log_weight, dist, kl_approx, log_is_weight
+        if self.delay_actor:
+            raise ValueError("a stored proximal log-probability cannot be used with delay_actor")
+        behaviour = tensordict.get(self.tensor_keys.sample_log_prob)
+        shift = (proximal - behaviour).view(log_weight.shape)  # log(pi_prox / pi_behav)
+        log_weight, kl_approx = log_weight - shift, kl_approx + shift
+        if self.max_importance_ratio is not None:  # TorchRL's cap on pi / pi_behav
+            shift = torch.minimum(shift, self.max_importance_ratio.log() - log_weight.detach())
+        return log_weight, dist, kl_approx, shift
 
     def loss_critic(self, tensordict: TensorDictBase) -> tuple[torch.Tensor, ...]:
         """Elementwise critic loss (times ``critic_coeff``), clip fraction, explained variance."""
@@ -356,4 +396,6 @@ def make_loss(
     )
     # Inactive agents' policy, value and entropy terms are left out of the loss.
     loss.loss_mask_key = keys.agent_mask
+    # Read only from minibatches collected by older weights (overlapped collection).
+    loss.proximal_log_prob_key = keys.proximal_log_prob
     return loss

@@ -64,6 +64,7 @@ _NAME = re.compile(r"ckpt-(\d+)\.pt")
 #: run the precision a run recorded.
 RESUME_OPTIONS = (
     "collector.total_frames",
+    "collector.stall_timeout_s",
     "device",
     "threads",
     "update_threads",

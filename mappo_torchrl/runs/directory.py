@@ -45,6 +45,8 @@ METRICS_FILE = "metrics.csv"
 STATUS_FILE = "status.json"
 #: One JSON line per resume: which checkpoint, which options changed.
 HISTORY_FILE = "history.jsonl"
+#: The collecting worker processes' standard error (``Trainer(worker_log=...)``).
+WORKER_LOG = "worker.log"
 LOCK_FILE = ".lock"
 STATUSES = ("running", "interrupted", "failed", "finished")
 #: Top-level entries this project writes in a run directory (besides dot-files
@@ -56,6 +58,7 @@ RUN_ENTRIES = frozenset(
         METRICS_FILE,
         STATUS_FILE,
         HISTORY_FILE,
+        WORKER_LOG,
         "checkpoints",
         "videos",
         "tensorboard",

@@ -28,6 +28,7 @@ import io
 import math
 import netrc
 import os
+import socket
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -70,6 +71,34 @@ def check_logger_backend(backend: str) -> None:
                 f"logger.backend={backend!r}: the {module} package is not installed; "
                 f"pip install 'mappo_torchrl[{extra}]' (or choose --logger csv)"
             )
+
+
+#: Seconds to wait for W&B's server before an online run is refused.
+WANDB_CONNECT_TIMEOUT_S = 5.0
+
+
+def check_wandb_reachable(
+    environ: Mapping[str, str] | None = None, timeout_s: float = WANDB_CONNECT_TIMEOUT_S
+) -> None:
+    """Raise :class:`LoggerUnavailable` if W&B would log online (:func:`wandb_mode`) but
+    its server (``WANDB_BASE_URL``, by default ``https://api.wandb.ai``) does not accept a
+    connection within ``timeout_s``: ``wandb.init`` would otherwise wait about 100 s before
+    failing, after the run directory exists.
+    """
+    environ = os.environ if environ is None else environ
+    if wandb_mode(environ) != "online":
+        return
+    url = urlsplit(environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    host = url.hostname or ""
+    port = url.port or (80 if url.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as err:
+        raise LoggerUnavailable(
+            f"logger.backend=wandb: W&B would log online, but {host}:{port} cannot be reached "
+            f"({err.strerror or err}); set WANDB_MODE=offline to log locally and upload "
+            "later with 'wandb sync', or choose --logger csv"
+        ) from None
 
 
 def wandb_mode(environ: Mapping[str, str] | None = None) -> str:

@@ -51,12 +51,17 @@ from mappo_torchrl.runs.directory import (
     HISTORY_FILE,
     METRICS_FILE,
     RESTARTED_PREFIX,
+    WORKER_LOG,
     RunDir,
     RunDirError,
     read_status,
     refuse_if_live,
 )
-from mappo_torchrl.runs.loggers import check_logger_backend, make_loggers
+from mappo_torchrl.runs.loggers import (
+    check_logger_backend,
+    check_wandb_reachable,
+    make_loggers,
+)
 from mappo_torchrl.runs.session import TrainingSession
 from mappo_torchrl.training import Trainer
 
@@ -71,7 +76,8 @@ def resume_session(
     """A session that continues the run in ``run_dir`` as ``mappo train --resume`` does.
 
     Args:
-        run_dir: a run directory ``mappo train`` or :class:`TrainingSession` wrote.
+        run_dir: a run directory ``mappo train`` or
+            :class:`~mappo_torchrl.runs.session.TrainingSession` wrote.
         overrides: ``{"section.field": value}`` for the options a resume may
             change (:data:`~mappo_torchrl.runs.checkpoint.RESUME_OPTIONS`):
             a larger ``collector.total_frames`` extends the run; the learning
@@ -128,8 +134,10 @@ def resume_session(
     _check_not_finished(path, config, saved_config)
     _check_precision(config, chosen=overrides)
     check_logger_backend(config.logger.backend)
+    if "wandb" in config.logger.backends():
+        check_wandb_reachable()
     checkpoint, state, skipped = _pick_checkpoint(path, from_checkpoint)
-    trainer = Trainer(config)
+    trainer = Trainer(config, worker_log=path / WORKER_LOG)
     if state is not None:
         load_trainer_state(trainer, state, source=f"checkpoint {str(checkpoint)!r}")
     if trainer.frames > config.collector.total_frames:

@@ -40,6 +40,7 @@ from typing import Any
 from torchrl.record.loggers import Logger
 
 from mappo_torchrl import _moved
+from mappo_torchrl.data.collector import CollectorStalled, WorkerFailed
 from mappo_torchrl.envs import make_env_from_config
 from mappo_torchrl.runs.checkpoint import Checkpointer
 from mappo_torchrl.runs.directory import RunDir, read_metrics
@@ -126,12 +127,21 @@ class TrainingSession:
         Raises:
             StopRequested: if :meth:`request_stop` was called; the checkpoint
                 of the last finished iteration is written by then.
+
+        If the collecting worker stops answering or dies (``CollectorStalled``,
+        ``WorkerFailed`` from ``mappo_torchrl.data.collector``), the last
+        finished iteration is checkpointed too, if it can be, before the error
+        goes on.
         """
         self.metrics_logger.log_hparams(self.trainer.config)
         try:
             history = self.trainer.train(progress=progress, callbacks=[self.after_iteration])
         except StopRequested:  # also raised while waiting for the collecting worker
             self.save_unsaved()
+            raise
+        except (CollectorStalled, WorkerFailed):  # the trainer's state is whole
+            with contextlib.suppress(Exception):  # the worker's failure is what gets reported
+                self.save_unsaved()
             raise
         finally:
             self.evaluation.close()

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import tempfile
 import time
 import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
+from pathlib import Path
 
 import torch
 from tensordict import TensorDict, TensorDictBase
@@ -23,13 +23,16 @@ from mappo_torchrl.config.checks import check_multi_agent_env
 from mappo_torchrl.config.schema import ConfigError
 from mappo_torchrl.data import make_collector, make_replay_buffer
 from mappo_torchrl.data.collector import (
+    CollectorStalled,
+    WorkerFailed,
     env_rows,
     main_module_is_guarded,
     next_batch_ready,
     shutdown_collector,
+    worker_failure,
 )
 from mappo_torchrl.envs import make_env_from_config, track_episode_returns
-from mappo_torchrl.envs.boundaries import BatchBoundaryEnv
+from mappo_torchrl.envs.boundaries import BatchBoundaryEnv, BoundaryFolder
 from mappo_torchrl.envs.vmas_state import is_vmas_env
 from mappo_torchrl.models import add_recurrent_state
 from mappo_torchrl.models.mlp import resolve_precision
@@ -113,6 +116,11 @@ class Trainer:
             ``collector.workers > 1`` or ``collector.overlap`` with an env that
             is not the config's VMAS scenario, since worker processes make
             their own copies. It is called once here and once in each worker.
+        worker_log: a file that worker processes (``collector.overlap``,
+            ``collector.workers``) append their standard error to, e.g. the run
+            directory's ``worker.log``: a worker's traceback goes there, and the
+            one-line error that reports its failure names the file. ``None``:
+            they write to this process's standard error.
 
     Attributes:
         config: the validated configuration.
@@ -146,6 +154,7 @@ class Trainer:
         *,
         env: EnvBase | None = None,
         env_fn: Callable[[], EnvBase] | None = None,
+        worker_log: str | Path | None = None,
     ) -> None:
         if not isinstance(config, RunConfig):
             raise TypeError(f"config={type(config).__name__}: must be a RunConfig")
@@ -202,12 +211,14 @@ class Trainer:
         workers = 1 if self.overlap else config.collector.workers
         #: Whether worker processes step the envs.
         self.collects_in_workers = self.overlap or workers > 1
+        #: Where the worker processes write their standard error (``None``: to this one's).
+        self.worker_log = Path(worker_log) if worker_log and self.collects_in_workers else None
         # An overlapped VMAS worker saves its state after each batch, for
         # checkpoints that resume exactly.
         boundaries = None
         if self.overlap and is_vmas_env(env):
-            self._boundaries = tempfile.TemporaryDirectory(prefix="mappo-boundaries-")
-            boundaries = self._boundaries.name
+            self._boundaries = BoundaryFolder()
+            boundaries = str(self._boundaries.path)
         #: Whether a checkpoint holds the state of the envs in worker processes
         #: (an overlapped VMAS worker's), so that a resumed run is the same run.
         self.saves_worker_envs = boundaries is not None
@@ -235,6 +246,8 @@ class Trainer:
             overlap=self.overlap,
             boundaries=boundaries,
             worker_threads=max(config.threads, 1),
+            stall_timeout_s=config.collector.stall_timeout_s,
+            worker_log=self.worker_log,
         )
         if self.collects_in_workers:
             # Worker processes wait for orders until shut down: a trainer that never
@@ -277,6 +290,12 @@ class Trainer:
         #: Whether each group's actor and critic weights were finite after the last
         #: iteration (``"agents actor": True``...), checked once per iteration.
         self.weights_finite: dict[str, bool] = {}
+        #: True while stage 1 waits for the collector's next batch.
+        self.collecting = False
+        #: Whether each batch is one update old (overlapped) and the update corrects for
+        #: it (loss.stale_correction decoupled).
+        self.corrects_stale_data = self.overlap and config.loss.stale_correction == "decoupled"
+        self._behaviour_kl: dict[str, torch.Tensor] = {}
 
     # -- the loop ---------------------------------------------------------------
 
@@ -295,7 +314,7 @@ class Trainer:
         if self.frames >= total:
             return
         collect_start = time.perf_counter()
-        for batch in self.collector:  # 1. collect (in a worker when overlapped)
+        for batch in self._batches():  # 1. collect (in a worker when overlapped)
             batch = env_rows(batch)
             collect_s = time.perf_counter() - collect_start
             update_start = time.perf_counter()
@@ -341,6 +360,27 @@ class Trainer:
                 break
             collect_start = time.perf_counter()
 
+    def _batches(self) -> Iterator[TensorDictBase]:
+        """The collector's batches, with :attr:`collecting` true while one is awaited; a
+        worker process that died is reported as a one-line ``WorkerFailed``."""
+        batches = iter(self.collector)
+        while True:
+            self.collecting = True
+            try:
+                batch = next(batches, None)
+            except (CollectorStalled, WorkerFailed):
+                raise
+            except RuntimeError as err:  # TorchRL's, when a worker is found dead
+                failure = worker_failure(self.collector, self.worker_log)
+                if failure is None:
+                    raise
+                raise failure from err
+            finally:
+                self.collecting = False
+            if batch is None:
+                return
+            yield batch
+
     def train(self, *, progress: bool = True, callbacks: list[Callback] = ()) -> list[Metrics]:
         """Train to ``total_frames``; return every iteration's metrics.
 
@@ -383,7 +423,10 @@ class Trainer:
     def minibatches(self, batch: TensorDictBase) -> Iterator[TensorDictBase]:
         """``optim.num_epochs`` passes over ``batch`` in minibatches of ``optim.minibatch_size``."""
         self.buffer.empty()
-        self.buffer.extend(self.samples(batch))
+        samples = self.samples(batch)
+        if self.corrects_stale_data:
+            self._set_proximal_log_probs(samples)
+        self.buffer.extend(samples)
         for _ in range(self.config.optim.num_epochs):
             # Drawn at once, these are the same minibatches as sampling them one
             # by one without replacement, without a buffer call per step.
@@ -410,6 +453,17 @@ class Trainer:
         for scheduler in self.schedulers:
             scheduler.step()
         return self._summarise(batch, stats)
+
+    def _set_proximal_log_probs(self, samples: TensorDictBase) -> None:
+        """Each group's log-probabilities of the stored actions under the weights the
+        update starts from (the decoupled objective's proximal policy), once per batch;
+        and how far the collecting weights were from them (``train/behaviour_kl``)."""
+        self._behaviour_kl = {}
+        for name, group in self.groups.items():
+            proximal = group.loss.proximal_log_prob(samples)
+            samples.set(group.keys.proximal_log_prob, proximal)
+            behaviour = samples.get(group.keys.log_prob)
+            self._behaviour_kl[name] = (behaviour - proximal).mean()
 
     def _widen_threads(self) -> None:
         """Overlapped, the update takes the collecting worker's core once its batch is in."""
@@ -482,6 +536,7 @@ class Trainer:
                 "groups": means,
                 "returns": group_returns,
                 "finite": finite,
+                "behaviour_kl": self._behaviour_kl,
             }
         ).cpu()
         metrics = {"train/episode_return": float(values["episode_return"])}
@@ -496,7 +551,9 @@ class Trainer:
             # Before any step of this iteration: 0 when the batch was collected by
             # these very weights, the policy lag's size when it was collected earlier.
             prefix = f"train/{name}/" if several else "train/"
-            if "kl_approx" in stats[0][name].keys():
+            if name in self._behaviour_kl:
+                metrics[prefix + "behaviour_kl"] = float(values["behaviour_kl", name])
+            elif "kl_approx" in stats[0][name].keys():
                 metrics[prefix + "behaviour_kl"] = float(stats[0][name, "kl_approx"])
         self.weights_finite = {
             f"{name} {net}": bool(values["finite", name, net])
@@ -590,8 +647,13 @@ def _resolve_overlap(config: RunConfig, *, env_is_config: bool) -> bool:
 
 
 def _all_finite(parameters: Iterator[torch.Tensor]) -> torch.Tensor:
-    """A 0-d bool tensor: whether every value of ``parameters`` is finite (no host sync)."""
-    return torch.stack([torch.isfinite(p).all() for p in parameters]).all()
+    """A 0-d bool tensor: whether every value of ``parameters`` is finite (no host sync).
+
+    Tensors on the meta device hold no values and are left out: after
+    ``torch.compile`` (``perf.compile_update``), the meta-device template network
+    of TorchRL's ``MultiAgentMLP`` shows up among ``parameters()``.
+    """
+    return torch.stack([torch.isfinite(p).all() for p in parameters if not p.is_meta]).all()
 
 
 def _tracks_episode_returns(env: EnvBase) -> bool:
