@@ -35,6 +35,7 @@ from mappo_torchrl.benchmark.grid import (
 from mappo_torchrl.benchmark.report import (
     bootstrap_ci,
     compute_results,
+    format_markdown,
     iqm,
     marl_eval_data,
     normalise,
@@ -102,7 +103,9 @@ def assert_grid_results(
     table = (out / "results.md").read_text()
     for scenario in scenarios:
         assert f"| {scenario} | {arm} | {len(seeds)} |" in table
-    assert f"| {arm} | {len(scenarios)} | {len(scenarios) * len(seeds)} |" in table  # the IQM line
+    # One arm: nothing to compare, so no normalised score (it would be a constant).
+    assert "No normalised scores: they compare arms, and this grid has one." in table
+    assert results["iqm"] == {}
     assert (out / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for scenario in scenarios:
         for seed in seeds:
@@ -151,17 +154,25 @@ def test_stratified_bootstrap_resamples_within_each_scenario():
     assert 0.0 <= low < high <= 1.0
 
 
-def fake_cell(root: Path, cell: Cell, returns: list[float], evals: dict[int, float]) -> None:
+def fake_cell(
+    root: Path,
+    cell: Cell,
+    returns: list[float],
+    evals: dict[int, float],
+    seconds_per_iteration: float = 1.0,
+) -> None:
     """A finished run directory with the given train returns and evaluations."""
     path = cell.path(root)
     path.mkdir(parents=True)
     run = RunDir(path)
     for i, value in enumerate(returns, start=1):
         row = {"iteration": i, "frames": 40 * i, "train/episode_return": value}
+        row["time/elapsed_s"] = seconds_per_iteration * i
         if i in evals:
             row["eval/episode_return"] = evals[i]
         run.log_metrics(row)
-    run.write_status("finished", frames=40 * len(returns), wall_time_s=12.0)
+    wall = seconds_per_iteration * len(returns)
+    run.write_status("finished", frames=40 * len(returns), wall_time_s=wall)
 
 
 def test_results_from_hand_made_runs(tmp_path):
@@ -219,6 +230,97 @@ def test_results_from_hand_made_runs(tmp_path):
     assert "- balance/y/seed1: not started" in (tmp_path / "results.md").read_text()
 
 
+def test_normalised_scores_leave_out_what_says_nothing(tmp_path):
+    spec = BenchmarkSpec(
+        scenarios=["navigation", "balance", "sampling"],
+        seeds=[0],
+        frames=480,
+        variants=[Variant("x"), Variant("y")],
+    )
+    finals = {
+        ("navigation", "x"): (1.0, 3),
+        ("navigation", "y"): (3.0, 3),
+        ("balance", "x"): (5.0, 3),
+        ("balance", "y"): (5.0, 3),  # equal: each would be normalised to 0.5
+        ("sampling", "x"): (2.0, 12),  # one arm only: it would rank its own seed
+    }
+    for (scenario, arm), (final, iterations) in finals.items():
+        fake_cell(tmp_path, Cell(scenario, arm, 0), [final] * iterations, {iterations: final})
+    results = compute_results(spec, tmp_path)
+    assert results["normalisation"] == {"navigation": {"min": 1.0, "max": 3.0}}
+    assert set(results["normalisation_left_out"]) == {"balance", "sampling"}
+    assert results["iqm"]["x"]["iqm"] == 0.0 and results["iqm"]["y"]["iqm"] == 1.0
+    assert all(math.isnan(v) for v in results["iqm"]["x"]["ci95"])
+    table = format_markdown(results)
+    # Runs of 3 and 12 iterations: the report says what it averaged.
+    assert "over a run's last 3 to 10 iterations (its last 10, or all of a shorter run)" in table
+    assert "balance: every finished run there has the same final return" in table
+    assert "sampling: fewer than two arms have a finished run there" in table
+    # One seed per scenario: each bootstrap resample is the same pool, so no interval.
+    assert "| x | 1 | 1 | 0.000 | n/a (1 seed per scenario) |" in table
+    assert "| navigation | x | 1 | 1.000 | n/a (1 seed) | 1.000 | n/a (1 seed) |" in table
+    assert not re.search(r"\[-?\d+\.\d+, -?\d+\.\d+\]", table)
+
+
+def test_time_to_target_and_the_curve_from_hand_made_runs(tmp_path):
+    spec = BenchmarkSpec(
+        scenarios=["navigation"],
+        seeds=[0, 1],
+        frames=480,
+        variants=[Variant("slow"), Variant("fast"), Variant("never")],
+    )
+    curve = [0.0, 2.0, 4.0, 6.0, 8.0] + [10.0] * 7
+    for seed in (0, 1):
+        fake_cell(tmp_path, Cell("navigation", "slow", seed), curve, {}, seconds_per_iteration=10)
+        fake_cell(tmp_path, Cell("navigation", "fast", seed), curve, {}, seconds_per_iteration=5)
+        fake_cell(tmp_path, Cell("navigation", "never", seed), [0.0] * 12, {})
+    results = compute_results(spec, tmp_path)
+    assert results["reference"] == "slow"  # no baseline: the first variant
+    speed = {row["arm"]: row for row in results["speed"]}
+    # From the first return (0) to the reference's final return (the mean of its last 10
+    # iterations: 8.8): 90% of the way is 7.92, which the mean of iterations 4-6 (8.0)
+    # reaches first, at 240 frames.
+    assert speed["slow"]["target"] == pytest.approx(7.92)
+    assert speed["slow"]["frames_to_target"] == [240.0, 240.0]
+    assert speed["slow"]["median_seconds"] == 60.0 and speed["fast"]["median_seconds"] == 30.0
+    assert speed["fast"]["speedup"] == 2.0 and speed["slow"]["speedup"] == 1.0
+    assert speed["never"]["reached"] == 0 and math.isnan(speed["never"]["speedup"])
+    assert speed["fast"]["frames_per_s"] == pytest.approx(480 / 60)
+    at = {row["arm"]: row["at"] for row in results["curve"]}
+    # 48 frames: fewer than 3 iterations yet; 96: iterations 1-3; 240: 4-6; 480: the last 3.
+    assert math.isnan(at["slow"]["48"]["mean"]) and at["slow"]["96"]["mean"] == 2.0
+    assert at["slow"]["240"]["mean"] == 8.0
+    assert at["fast"]["480"]["mean"] == 10.0 and at["never"]["480"]["mean"] == 0.0
+    table = format_markdown(results)
+    assert table.index("## Time to target") < table.index("## Final returns")
+    assert "| navigation | 7.920 | fast | 2 of 2 | 30 | 240 | 2.00x | 8 |" in table
+    assert "| navigation | 7.920 | never | 0 of 2 | not reached | - | - |" in table
+    slow = "| navigation | slow | - | - | 2.000 | [2.000, 2.000] | 8.000 | [8.000, 8.000] |"
+    assert slow in table
+
+
+def test_the_report_names_the_baseline_its_deviations_and_measures_speed_against_it(tmp_path):
+    spec = BenchmarkSpec(
+        scenarios=["navigation"],
+        seeds=[0],
+        frames=12_000,  # the baseline's settings are checked: at least one 6 000-frame batch
+        variants=[Variant("ours")],
+        baseline="tutorial",
+        baseline_overrides={"num_envs": "30"},
+    )
+    curve = [0.0, 2.0, 4.0, 6.0, 8.0] + [10.0] * 7
+    fake_cell(tmp_path, Cell("navigation", "ours", 0), curve, {}, seconds_per_iteration=2)
+    fake_cell(tmp_path, Cell("navigation", "tutorial", 0), curve, {}, seconds_per_iteration=3)
+    results = compute_results(spec, tmp_path)
+    assert results["reference"] == "tutorial"
+    table = format_markdown(results)
+    assert "gamma 0.99, lmbda 0.9, lr 0.0003, entropy_coeff 0.0001" in table
+    assert "4 epochs over each batch instead of the tutorial's 30" in table
+    assert "by --baseline-set, num_envs=30." in table
+    assert "speed-up vs tutorial" in table
+    assert "| navigation | 7.920 | ours | 1 of 1 | 12 | 240 | 1.50x |" in table
+
+
 # -- the grid: what each cell gets ----------------------------------------------------------
 
 
@@ -272,7 +374,18 @@ def test_cell_commands_split_threads_and_resume(tmp_path):
         "--resume",
         str(tmp_path / "balance" / "g" / "seed3"),
         "--no-progress",
+        # This command's share of the cores, whatever the cell was started with.
+        "--threads",
+        "1",
+        "--update_threads",
+        "1",
     ]
+    # --threads-per-cell: both counts set, not capped, on a start and on a resume.
+    for action in ("start", "resume"):
+        job = cell_job(
+            spec, Cell("balance", "g", 3), tmp_path, threads=3, action=action, exact_threads=True
+        )
+        assert job.argv[-4:] == ["--threads", "3", "--update_threads", "3"] and job.threads == 3
     base = cell_job(spec, Cell("balance", "tutorial", 3), tmp_path, threads=1, action="start")
     assert "mappo_torchrl.benchmark.tutorial" in base.argv
     assert base.argv[base.argv.index("--set") + 1 :] == ["gamma=0.99"]
@@ -292,6 +405,14 @@ def test_cell_commands_split_threads_and_resume(tmp_path):
         (["--ray", "local", "--workers", "2"], "--workers is for local runs"),
         (["--cpus-per-cell", "2"], "--cpus-per-cell and --gpus-per-cell go with --ray"),
         (["--baseline-set", "gamma=0.99"], "--baseline-set needs --baseline"),
+        (
+            ["--threads-per-cell", "100000"],
+            "--threads-per-cell=100000: 1 worker(s) x 100000 thread(s) need 100000 cores and "
+            "this machine has",
+        ),
+        (["--threads-per-cell", "0"], "--threads-per-cell=0: must be a positive integer (1 to"),
+        (["--ray", "local", "--threads-per-cell", "1"], "--threads-per-cell is for local runs"),
+        (["--variant", "a", "threads=1"], "threads is set by --threads-per-cell"),
         (["--baseline", "tutorial", "--baseline-set", "gama=1"], "gama='1': not a tutorial"),
         (["--baseline", "tutorial", "--baseline-set", "seed=1"], "'seed': is set by --seeds"),
     ],
@@ -357,6 +478,50 @@ def test_local_workers_run_the_grid_and_write_the_results(tmp_path):
     assert main(["benchmark", "--report", str(out)]) == 0
     assert json.loads((out / "results.json").read_text())["table"] == results["table"]
     assert "mappo benchmark --scenarios navigation balance" in (out / "results.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def two_iteration_grid(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """A grid of one cell (one scenario, seed and arm) of two iterations, one thread."""
+    out = tmp_path_factory.mktemp("small") / "bench"
+    done = benchmark(
+        "--scenarios", "navigation", "--seeds", "0", "--frames", "80", "--workers", "1",
+        "--threads-per-cell", "1", "--out", str(out), "--variant", "tiny", *TINY,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out, done
+
+
+def test_threads_per_cell_sets_each_cells_threads(two_iteration_grid):
+    out, done = two_iteration_grid
+    assert "1 worker(s) x 1 thread(s)" in done.stdout
+    # Without it, --workers 1 on a machine of 2 cores or more gives update_threads 2.
+    config = yaml.safe_load((out / "navigation/tiny/seed0/config.yaml").read_text())
+    assert (config["threads"], config["update_threads"]) == (1, 1)
+    log = (out / "logs" / "navigation-tiny-seed0.log").read_text()
+    assert "--threads 1 --update_threads 1" in log
+    assert "--threads-per-cell 1" in (out / "results.md").read_text()  # the command to rerun
+
+
+def test_a_small_grids_results_say_nothing_false(two_iteration_grid):
+    out, _ = two_iteration_grid
+    table = (out / "results.md").read_text()
+    # Two iterations were averaged, not ten.
+    assert "last 10 iterations" not in table and "over a run's last 2 iterations" in table
+    # One seed has no confidence interval (not [x, x]).
+    assert not re.search(r"\[-?\d+\.\d+, -?\d+\.\d+\]", table)
+    assert table.count("| n/a (1 seed) |") == 2  # final return and final eval
+    assert "With one seed per row, each is that run's value" in table
+    assert "CI over seeds" not in table
+    # One arm: the normalised score would be a constant (0.500), so there is none.
+    across = table.split("## Across scenarios")[1]
+    assert "0.500" not in across and "IQM" not in across
+    assert "No normalised scores: they compare arms, and this grid has one." in across
+    results = json.loads((out / "results.json").read_text())
+    row = results["table"][0]
+    assert row["final_return"]["ci95"] == [None, None] and row["final_return"]["n"] == 1
+    assert results["iqm"] == {}
+    assert results["definitions"]["final_return"].endswith("over a run's last 2 iterations")
 
 
 @pytest.mark.skipif(not HAS_RAY, reason="ray is not installed (pip install 'mappo_torchrl[ray]')")
@@ -477,3 +642,55 @@ def test_a_rerun_reuses_cells_whose_auto_overlap_was_turned_off_for_one_core(tmp
     save_config(config, cell.path(out) / "config.yaml")
     with pytest.raises(ConfigError, match="holds a run with loss.gamma=0.5"):
         check_cell_matches(spec, cell, out)
+
+
+# The values TorchRL's multi-agent PPO tutorial (tutorials/sphinx-tutorials/
+# multiagent_ppo.py, torchrl 0.14) sets; num_epochs (30 there) is a listed deviation.
+TUTORIAL_VALUES = {
+    "num_envs": 60,
+    "frames_per_batch": 6_000,
+    "minibatch_size": 400,
+    "lr": 3e-4,
+    "max_grad_norm": 1.0,
+    "clip_epsilon": 0.2,
+    "gamma": 0.99,
+    "lmbda": 0.9,
+    "entropy_coeff": 1e-4,
+    "max_steps": 100,
+}
+
+
+def test_the_baseline_and_the_tutorial_preset_use_the_tutorials_values():
+    from mappo_torchrl.benchmark.tutorial import TutorialSettings
+    from mappo_torchrl.config import RunConfig, apply_preset
+
+    settings = TutorialSettings()
+    assert {name: getattr(settings, name) for name in TUTORIAL_VALUES} == TUTORIAL_VALUES
+    assert "num_epochs" in TutorialSettings.__doc__ and "30" in TutorialSettings.__doc__
+    preset = apply_preset(RunConfig(), "tutorial")
+    assert {
+        "num_envs": preset.env.num_envs,
+        "frames_per_batch": preset.collector.frames_per_batch,
+        "minibatch_size": preset.optim.minibatch_size,
+        "lr": preset.optim.actor_lr,
+        "max_grad_norm": preset.optim.max_grad_norm,
+        "clip_epsilon": preset.loss.clip_epsilon,
+        "gamma": preset.loss.gamma,
+        "lmbda": preset.loss.lmbda,
+        "entropy_coeff": preset.loss.entropy_coeff,
+        "max_steps": preset.env.max_steps,
+    } == TUTORIAL_VALUES
+    assert preset.optim.critic_lr == TUTORIAL_VALUES["lr"]
+    assert preset.optim.num_epochs == settings.num_epochs
+
+
+def test_the_committed_time_to_target_benchmark_reports_the_same_tables(tmp_path):
+    """The committed cell files (config, metrics, status) alone give docs/results.md's table."""
+    import shutil
+
+    committed = Path(__file__).parents[1] / "benchmarks" / "results" / "time-to-target"
+    copy = tmp_path / "bench"
+    shutil.copytree(committed, copy, ignore=shutil.ignore_patterns("*.png"))
+    write_report(copy)
+    for name in ("results.md", "results.json"):
+        assert (copy / name).read_text() == (committed / name).read_text(), name

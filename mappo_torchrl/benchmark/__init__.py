@@ -4,6 +4,8 @@
   rerun does with each cell);
 - :mod:`~mappo_torchrl.benchmark.executors`: where it runs (local worker
   processes or Ray tasks);
+- :mod:`~mappo_torchrl.benchmark.watchdog`: stops a cell whose benchmark
+  died;
 - :mod:`~mappo_torchrl.benchmark.report`: ``results.md``, ``results.json``, the
   learning-curve figure and the marl-eval JSON;
 - :mod:`~mappo_torchrl.benchmark.tutorial`: the tutorial-style TorchRL pipeline

@@ -7,8 +7,9 @@ where:
 
 - :func:`run_local`: at most ``workers`` cells at a time on this machine
   (a thread per slot waits on its cell's process); each cell gets
-  ``max(1, cores // workers)`` torch threads, so the cells never ask for more
-  threads than the machine has cores.
+  ``max(1, cores // workers)`` torch threads, or exactly ``--threads-per-cell``
+  (:func:`check_threads_per_cell`), so the cells never ask for more threads
+  than the machine has cores.
 - :func:`run_ray`: each cell is a Ray task with its own ``num_cpus`` and
   ``num_gpus``; Ray places them on the cluster. The benchmark directory must
   be on a file system every node sees.
@@ -16,7 +17,10 @@ where:
 Stopping: Ctrl-C (or SIGTERM) on the benchmark sends each running cell one
 SIGINT, which makes ``mappo train`` stop after its current iteration with a
 checkpoint; cells not started yet are not started. Rerunning the command then
-resumes them.
+resumes them. If the benchmark itself dies (``kill -9``, an out-of-memory
+kill), each cell gets one SIGTERM from its own watchdog thread
+(:mod:`~mappo_torchrl.benchmark.watchdog`, :func:`cell_command`), the same
+stop: no cell trains on as an orphan.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mappo_torchrl.benchmark.grid import BenchmarkSpec, Cell
+from mappo_torchrl.benchmark.watchdog import PARENT_ENV
+from mappo_torchrl.config import ConfigError
 from mappo_torchrl.training.threads import available_cores
 
 
@@ -81,8 +87,53 @@ def threads_per_worker(workers: int, cores: int | None = None) -> int:
     return max(1, (cores or available_cores()) // workers)
 
 
-def cell_job(spec: BenchmarkSpec, cell: Cell, root: str | Path, *, threads: int, action: str):
-    """The :class:`CellJob` that runs ``cell`` of ``spec`` under ``root`` as ``action`` says."""
+def check_threads_per_cell(threads: int, workers: int, cores: int | None = None) -> None:
+    """Fail unless ``workers`` cells of ``threads`` threads each fit in the machine's cores.
+
+    Raises:
+        ConfigError: naming ``--threads-per-cell``, its value and the values allowed.
+
+    Example:
+        >>> from mappo_torchrl.benchmark.executors import check_threads_per_cell
+        >>> check_threads_per_cell(2, workers=2, cores=4)  # 2 x 2 threads on 4 cores: fine
+        >>> try:
+        ...     check_threads_per_cell(3, workers=2, cores=4)
+        ... except ValueError as err:
+        ...     print(err)
+        --threads-per-cell=3: 2 worker(s) x 3 thread(s) need 6 cores and this machine has 4;
+        allowed: 1 to 2
+    """
+    cores = cores or available_cores()
+    if threads >= 1 and workers * threads <= cores:
+        return
+    most = cores // workers
+    allowed = f"1 to {most}" if most else f"none while --workers {workers} exceeds the cores"
+    if threads < 1:
+        raise ConfigError("--threads-per-cell", threads, f"must be a positive integer ({allowed})")
+    raise ConfigError(
+        "--threads-per-cell",
+        threads,
+        f"{workers} worker(s) x {threads} thread(s) need {workers * threads} cores and this "
+        f"machine has {cores}; allowed: {allowed}",
+    )
+
+
+def cell_job(
+    spec: BenchmarkSpec,
+    cell: Cell,
+    root: str | Path,
+    *,
+    threads: int,
+    action: str,
+    exact_threads: bool = False,
+) -> CellJob:
+    """The :class:`CellJob` that runs ``cell`` of ``spec`` under ``root`` as ``action`` says.
+
+    Args:
+        threads: the cell's share of the cores. A ``mappo train`` cell's
+            ``threads`` and ``update_threads`` are capped there, or, with
+            ``exact_threads`` (``--threads-per-cell``), both set to it.
+    """
     path = cell.path(root)
     python = ["-m"]
     if cell.arm == spec.baseline:
@@ -95,6 +146,8 @@ def cell_job(spec: BenchmarkSpec, cell: Cell, root: str | Path, *, threads: int,
             argv.append("--overwrite")
     elif action == "resume":
         argv = python + ["mappo_torchrl.cli.main", "train", "--resume", str(path), "--no-progress"]
+        # This command's share of the cores, not the one the cell was started with.
+        argv += _thread_options(spec, cell, threads, exact=exact_threads)
     else:
         config = spec.run_config(cell)
         argv = python + ["mappo_torchrl.cli.main", "train", "--run-dir", str(path), "--no-progress"]
@@ -104,15 +157,36 @@ def cell_job(spec: BenchmarkSpec, cell: Cell, root: str | Path, *, threads: int,
             argv += ["--preset", spec.preset]
         for key, value in spec.variant(cell.arm).overrides.items():
             argv += [f"--{key}", value]
-        # Never more threads than the cell's share of the cores (0 means "all").
-        argv += ["--threads", str(min(config.threads or threads, threads))]
-        argv += ["--update_threads", str(min(config.update_threads or threads, threads))]
+        argv += _thread_options(spec, cell, threads, exact=exact_threads)
         if threads < 2 and config.collector.overlap == "auto":
             # An overlapped worker needs a core beyond the update's: a one-core share has none.
             argv += ["--collector.overlap", "off"]
         if action == "restart":
             argv.append("--overwrite")  # the cell's own run, stopped before its first checkpoint
     return CellJob(cell, argv, cell.log(root), threads, action)
+
+
+def _thread_options(spec: BenchmarkSpec, cell: Cell, threads: int, *, exact: bool) -> list[str]:
+    """``--threads`` and ``--update_threads`` of a ``mappo train`` cell with ``threads`` cores."""
+    if exact:
+        return ["--threads", str(threads), "--update_threads", str(threads)]
+    config = spec.run_config(cell)
+    # Never more threads than the cell's share of the cores (0 means "all").
+    return [
+        "--threads",
+        str(min(config.threads or threads, threads)),
+        "--update_threads",
+        str(min(config.update_threads or threads, threads)),
+    ]
+
+
+def cell_command(job: CellJob) -> list[str]:
+    """The command that runs ``job`` here: ``python -m ...`` under the parent watchdog.
+
+    The watchdog (:mod:`~mappo_torchrl.benchmark.watchdog`) stops the cell
+    with one SIGTERM if the process that started it dies.
+    """
+    return [sys.executable, "-m", "mappo_torchrl.benchmark.watchdog", *job.argv]
 
 
 class RunningCells:
@@ -131,8 +205,9 @@ class RunningCells:
                 return None
             env = {**os.environ, "OMP_NUM_THREADS": str(job.threads)}
             env["MKL_NUM_THREADS"] = str(job.threads)
+            env[PARENT_ENV] = str(os.getpid())  # the cell stops if this process dies
             process = subprocess.Popen(
-                [sys.executable, *job.argv],
+                cell_command(job),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -170,7 +245,7 @@ def run_job(job: CellJob, processes: RunningCells | None = None) -> CellOutcome:
     with job.log.open("a") as log:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         log.write(f"# {stamp} mappo benchmark: {job.action} {job.cell.label}\n")
-        log.write(f"# {shlex.join([sys.executable, *job.argv])}\n")
+        log.write(f"# {shlex.join(cell_command(job))}\n")
         log.flush()
         process = processes.start(job, log)
         if process is None:

@@ -57,8 +57,8 @@ RESERVED = {
     "env.scenario": "--scenarios",
     "seed": "--seeds",
     "collector.total_frames": "--frames",
-    "threads": "--workers (or --cpus-per-cell with --ray)",
-    "update_threads": "--workers (or --cpus-per-cell with --ray)",
+    "threads": "--threads-per-cell (or --workers, or --cpus-per-cell with --ray)",
+    "update_threads": "--threads-per-cell (or --workers, or --cpus-per-cell with --ray)",
 }
 #: Where the spec of the last command is kept, in the benchmark directory.
 SPEC_FILE = "benchmark.json"
@@ -287,8 +287,9 @@ def check_cell_matches(spec: BenchmarkSpec, cell: Cell, root: str | Path) -> Non
 
     A rerun must ask for the same grid: a cell run for 12 000 frames is not
     reused by a command that asks 60 000. Thread counts may differ, and so may
-    ``collector.overlap`` where the grid leaves it ``auto`` (a cell with one
-    core runs with it off).
+    any setting the grid leaves ``auto``: the cell records what ``auto`` chose
+    there (``perf.precision``), or the benchmark chose for it
+    (``collector.overlap`` is off for a cell with one core).
 
     Raises:
         ConfigError: naming the cell, the first setting that differs, and both values.
@@ -311,8 +312,8 @@ def check_cell_matches(spec: BenchmarkSpec, cell: Cell, root: str | Path) -> Non
     for key in sorted(set(saved) | set(wanted)):
         if key in ("threads", "update_threads"):
             continue
-        if key == "collector.overlap" and wanted.get(key) == "auto":
-            continue  # auto: off for a cell with a one-core share (cell_job), like its threads
+        if wanted.get(key) == "auto":
+            continue  # resolved by the cell, or by cell_job for a one-core share (overlap)
         if saved.get(key) != wanted.get(key):
             raise ConfigError(
                 "--out",

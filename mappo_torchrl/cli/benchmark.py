@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shlex
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from mappo_torchrl.cli.options import fail
@@ -31,7 +33,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "then write OUT/results.md, results.json, learning_curves.png and marl_eval.json. "
             "Rerunning the same command skips finished cells and resumes interrupted ones; a "
             "failed cell is reported and the others go on. Ctrl-C stops every running cell "
-            "after its current iteration, with a checkpoint."
+            "after its current iteration, with a checkpoint; so does killing the command "
+            "outright. One command at a time may run in an --out (it holds OUT/.lock)."
         ),
     )
     parser.add_argument(
@@ -81,7 +84,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         nargs="+",
         default=[],
         metavar="KEY=VALUE",
-        help="change a setting of the baseline pipeline, e.g. gamma=0.99 num_envs=30",
+        help="change a setting of the baseline pipeline, e.g. num_envs=30 lr=0.001",
     )
     parser.add_argument(
         "--out", metavar="DIR", help="the benchmark directory (cells, logs and results)"
@@ -92,7 +95,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=1,
         metavar="N",
         help="cells run at once on this machine, each with max(1, cores // N) torch threads "
-        "(default: 1)",
+        "unless --threads-per-cell says (default: 1)",
+    )
+    parser.add_argument(
+        "--threads-per-cell",
+        type=int,
+        metavar="N",
+        help="torch threads of each local cell, collecting and updating alike (threads and "
+        "update_threads; an overlapped cell's collecting worker gets N too, and VMAS slows "
+        "down with threads competing for cores); --workers x N may not exceed this "
+        "machine's cores (default: max(1, cores // --workers), each cell keeping its own "
+        "threads and update_threads capped there: the defaults' 1 and 2)",
     )
     parser.add_argument(
         "--ray",
@@ -141,17 +154,29 @@ def benchmark_command(args: argparse.Namespace) -> int:
             written = write_report(args.report)
         except FileNotFoundError as err:
             fail(f"mappo benchmark: error: --report: {err}")
+        except OSError as err:
+            where = f"--report={args.report!r}"
+            fail(f"mappo benchmark: error: {where}: cannot write there ({_why(err)})")
         print(f"mappo benchmark: {', '.join(str(p) for p in written)}")
         return 0
     if args.out is None:
         fail("mappo benchmark: error: --out DIR is required (or --report DIR to redraw results)")
     spec = _spec(args)
     root = Path(args.out)
-    plan = _plan(spec, root)
-    return _run_grid(args, spec, root, plan)
+    _check_cells(spec, root)
+    if args.dry_run:
+        return _run_grid(args, spec, root, _plan(spec, root))
+    lock = _claim_out(root, spec.to_json(command_line(spec, args)))
+    try:
+        if not _wait_for_live_cells(spec, root):
+            return 130
+        return _run_grid(args, spec, root, _plan(spec, root))
+    finally:
+        lock.release()
 
 
 def _spec(args: argparse.Namespace):
+    from mappo_torchrl.benchmark.executors import check_threads_per_cell
     from mappo_torchrl.benchmark.grid import DEFAULT_VARIANT, BenchmarkSpec, Variant, parse_variant
     from mappo_torchrl.config import ConfigError
 
@@ -171,13 +196,20 @@ def _spec(args: argparse.Namespace):
         )
     if args.baseline_set and args.baseline is None:
         fail("mappo benchmark: error: --baseline-set needs --baseline")
+    if args.threads_per_cell is not None and args.ray is not None:
+        fail(
+            "mappo benchmark: error: --threads-per-cell is for local runs; with --ray, "
+            "--cpus-per-cell sets each cell's threads"
+        )
     try:
+        if args.threads_per_cell is not None:
+            check_threads_per_cell(args.threads_per_cell, args.workers)
         variants = [parse_variant(tokens) for tokens in args.variant] or [Variant(DEFAULT_VARIANT)]
         overrides = {}
         for item in args.baseline_set:
             key, sep, value = item.partition("=")
             if not sep or not key:
-                raise ConfigError("--baseline-set", item, "must be KEY=VALUE, e.g. gamma=0.99")
+                raise ConfigError("--baseline-set", item, "must be KEY=VALUE, e.g. num_envs=30")
             overrides[key] = value
         spec = BenchmarkSpec(
             scenarios=list(args.scenarios),
@@ -194,19 +226,102 @@ def _spec(args: argparse.Namespace):
     return spec
 
 
-def _plan(spec, root: Path) -> dict:
-    """What each cell gets: skip, resume, restart or start; fails if a cell holds another run."""
-    from mappo_torchrl.benchmark.grid import check_cell_matches, plan_cell
+def _check_cells(spec, root: Path) -> None:
+    """Fail (one line, nothing written) if a cell under ``root`` holds a run of other settings."""
+    from mappo_torchrl.benchmark.grid import check_cell_matches
     from mappo_torchrl.config import ConfigError
 
-    plan = {}
     for cell in spec.cells():
         try:
             check_cell_matches(spec, cell, root)
         except ConfigError as err:
             fail(f"mappo benchmark: error: {err}")
-        plan[cell] = plan_cell(cell.path(root), resumable=cell.arm != spec.baseline)
-    return plan
+
+
+def _plan(spec, root: Path) -> dict:
+    """What each cell gets: skip, resume, restart or start."""
+    from mappo_torchrl.benchmark.grid import plan_cell
+
+    return {
+        cell: plan_cell(cell.path(root), resumable=cell.arm != spec.baseline)
+        for cell in spec.cells()
+    }
+
+
+def _claim_out(root: Path, spec_json: str):
+    """Create and lock the benchmark directory ``root`` and write its spec; the lock (a
+    :class:`~mappo_torchrl.runs.directory.RunLock`) is held until released or this process
+    ends, however it ends.
+
+    Fails with one line if ``root`` cannot be written or another ``mappo benchmark`` holds it.
+    """
+    from mappo_torchrl.benchmark.grid import SPEC_FILE
+    from mappo_torchrl.runs.directory import LOCK_FILE, RunLock
+
+    where = f"mappo benchmark: error: --out={str(root)!r}"
+    if root.exists() and not root.is_dir():
+        fail(f"{where}: is a file, not a directory; choose another --out")
+    lock = RunLock(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if not lock.acquire():
+            fail(
+                f"{where}: another mappo benchmark is running there (it holds "
+                f"{root / LOCK_FILE}); wait for it to end or choose another --out"
+            )
+        (root / SPEC_FILE).write_text(spec_json)
+    except OSError as err:
+        lock.release()
+        fail(f"{where}: cannot write there ({_why(err)}); choose another --out")
+    return lock
+
+
+def _why(err: OSError) -> str:
+    """An OS error in a few words: ``Permission denied: '/data/bench'``."""
+    from mappo_torchrl.config.checks import first_line
+
+    if err.strerror and err.filename:
+        return f"{err.strerror}: {str(err.filename)!r}"
+    return first_line(err)
+
+
+def _live_cells(spec, root: Path) -> list:
+    """The cells in which a process trains now (a driver killed earlier left it running)."""
+    from mappo_torchrl.runs.directory import run_is_live
+
+    return [cell for cell in spec.cells() if run_is_live(cell.path(root))]
+
+
+def _still_running(cell, root: Path) -> str:
+    from mappo_torchrl.runs.directory import read_status
+
+    status = read_status(cell.path(root))
+    who = f"process {status.get('pid', '?')} on {status.get('host', '?')}"
+    return f"mappo benchmark: {cell.label}: still running from an earlier driver ({who})"
+
+
+def _wait_for_live_cells(spec, root: Path, poll_s: float = 1.0) -> bool:
+    """Wait until no cell of the grid is being trained in; False if stopped while waiting.
+
+    A driver that died (``kill -9``) leaves cells that stop after their
+    current iteration (they get SIGTERM on Linux) or, elsewhere, train on to
+    their end; their run directories are locked until then. Starting them
+    again meanwhile would fail, so this waits for them and then plans every
+    cell from what it holds.
+    """
+    told: set = set()
+    try:
+        with _stops_raise_interrupt():
+            while live := _live_cells(spec, root):
+                for cell in live:
+                    if cell not in told:
+                        told.add(cell)
+                        print(f"{_still_running(cell, root)}; waiting for it to stop", flush=True)
+                time.sleep(poll_s)
+    except KeyboardInterrupt:
+        print("mappo benchmark: stopped while waiting; nothing ran, the results are unchanged")
+        return False
+    return True
 
 
 def command_line(spec, args: argparse.Namespace) -> str:
@@ -223,6 +338,8 @@ def command_line(spec, args: argparse.Namespace) -> str:
         if spec.baseline_overrides:
             parts += ["--baseline-set", *(f"{k}={x}" for k, x in spec.baseline_overrides.items())]
     parts += ["--out", args.out]
+    if args.threads_per_cell is not None:
+        parts += ["--threads-per-cell", str(args.threads_per_cell)]
     if args.ray:
         parts += ["--ray", args.ray]
         if args.cpus_per_cell != 1.0:
@@ -238,16 +355,17 @@ def _run_grid(args: argparse.Namespace, spec, root: Path, plan: dict) -> int:
     from mappo_torchrl.benchmark.executors import (
         ExecutorUnavailable,
         cell_job,
-        run_local,
-        run_ray,
         threads_per_worker,
     )
-    from mappo_torchrl.benchmark.grid import SPEC_FILE
     from mappo_torchrl.benchmark.report import RESULTS_MD, write_report
 
-    threads = max(1, int(args.cpus_per_cell)) if args.ray else threads_per_worker(args.workers)
+    if args.ray:
+        threads = max(1, int(args.cpus_per_cell))
+    else:
+        threads = args.threads_per_cell or threads_per_worker(args.workers)
+    exact = args.threads_per_cell is not None
     jobs = [
-        cell_job(spec, cell, root, threads=threads, action=action)
+        cell_job(spec, cell, root, threads=threads, action=action, exact_threads=exact)
         for cell, action in plan.items()
         if action != "skip"
     ]
@@ -264,42 +382,26 @@ def _run_grid(args: argparse.Namespace, spec, root: Path, plan: dict) -> int:
         flush=True,
     )
     if args.dry_run:
+        for cell in _live_cells(spec, root):
+            print(f"{_still_running(cell, root)}; a real run waits for it to stop first")
         for job in jobs:
             print(f"{job.action:8} {job.cell.label}: python {shlex.join(job.argv)}")
         return 0
-    root.mkdir(parents=True, exist_ok=True)
-    (root / SPEC_FILE).write_text(spec.to_json(command_line(spec, args)))
 
     progress = _GridProgress(
         root, len(plan), counts["skip"], queued=bool(args.ray), off=args.no_progress
     )
     interrupted = False
     started = time.perf_counter()
-    # SIGINT explicitly too: a process started in the background inherits it ignored.
-    previous = {
-        signal.SIGTERM: signal.signal(signal.SIGTERM, _raise_interrupt),
-        signal.SIGINT: signal.signal(signal.SIGINT, _raise_interrupt),
-    }
     try:
-        if args.ray:
-            run_ray(
-                jobs,
-                address=args.ray,
-                cpus=args.cpus_per_cell,
-                gpus=args.gpus_per_cell,
-                on_start=progress.started,
-                on_done=progress.done,
-            )
-        else:
-            run_local(jobs, workers=args.workers, on_start=progress.started, on_done=progress.done)
+        with _stops_raise_interrupt():
+            _run_jobs(args, jobs, progress)
     except KeyboardInterrupt:
         interrupted = True
     except ExecutorUnavailable as err:
         progress.close()
         fail(f"mappo benchmark: error: {err}")
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
         progress.close()
     write_report(root)
     failed = progress.failed
@@ -314,6 +416,35 @@ def _run_grid(args: argparse.Namespace, spec, root: Path, plan: dict) -> int:
         print(f"mappo benchmark: stopped; to continue, rerun: {command_line(spec, args)}")
         return 130
     return 1 if failed else 0
+
+
+def _run_jobs(args: argparse.Namespace, jobs: list, progress: _GridProgress) -> None:
+    """Run ``jobs`` on Ray or in local worker processes, as ``args`` say."""
+    from mappo_torchrl.benchmark.executors import run_local, run_ray
+
+    if args.ray:
+        run_ray(
+            jobs,
+            address=args.ray,
+            cpus=args.cpus_per_cell,
+            gpus=args.gpus_per_cell,
+            on_start=progress.started,
+            on_done=progress.done,
+        )
+    else:
+        run_local(jobs, workers=args.workers, on_start=progress.started, on_done=progress.done)
+
+
+@contextlib.contextmanager
+def _stops_raise_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGINT raise ``KeyboardInterrupt`` inside the block."""
+    # SIGINT explicitly too: a process started in the background inherits it ignored.
+    previous = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _raise_interrupt(signum, frame):
