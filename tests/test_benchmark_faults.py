@@ -18,22 +18,13 @@ import time
 from pathlib import Path
 
 import pytest
+from test_benchmark_cmd import TINY
 
 from mappo_torchrl.benchmark.grid import Cell, plan_cell
 from mappo_torchrl.cli.main import main
 from mappo_torchrl.runs.directory import RunDir, RunLock, run_is_live
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = [
-    "collector.overlap=off",  # sync: no worker process to start per cell
-    "env.num_envs=4",
-    "env.max_steps=10",
-    "collector.frames_per_batch=40",
-    "optim.minibatch_size=20",
-    "model.actor_cells=16",
-    "model.critic_cells=16",
-    "eval.episodes=4",
-]
 GRID = ["--scenarios", "navigation", "--seeds", "0", "--frames", "80", "--variant", "tiny", *TINY]
 
 
